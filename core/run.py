@@ -1,0 +1,270 @@
+"""Stage run folders: resolved config, manifest, metrics, skip-if-done, lock.
+
+A stage folder (for example `runs/quickstart/v2/ppo/`) holds:
+
+- `config.yaml`: the full resolved config, written before any work starts;
+- `manifest.json`: inputs with content hashes, outputs, package version, git
+  commit, start and end times and a status (`running`, `completed`, `failed`);
+- `metrics.jsonl`: one JSON object per logged step (`{"step", "stage", ...}`);
+- TensorBoard events under `tensorboard/` when asked;
+- the stage's outputs.
+
+A stage whose manifest says `completed`, whose config is the same and whose
+inputs hash the same is skipped on rerun (`StageRun.is_complete`). A lock file
+keeps a second process from writing into a folder that is in use.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import socket
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from core.config import config_to_dict, dump_config
+from core.errors import RLHFError
+from core.io import atomic_write_json, atomic_write_text, file_hash
+
+MANIFEST = "manifest.json"
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+LOCK = ".lock"
+
+
+def package_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("llama-rlhf")
+    except Exception:  # not installed as a distribution (running from a source tree)
+        return "0+unknown"
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def hash_inputs(inputs: Mapping[str, str | os.PathLike | None]) -> dict[str, dict]:
+    """Content hash of each local input; non-local inputs (hub ids, embedded names) by name."""
+    hashed = {}
+    for name, value in inputs.items():
+        if value is None:
+            continue
+        path = Path(value)
+        if path.exists():
+            hashed[name] = {"path": str(value), "sha256": file_hash(path)}
+        else:
+            hashed[name] = {"path": str(value), "sha256": None}
+    return hashed
+
+
+def read_manifest(folder: str | os.PathLike) -> dict | None:
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+class RunLockedError(RLHFError):
+    pass
+
+
+class MetricsLogger:
+    """Appends one JSON object per step to `metrics.jsonl`; mirrors scalars to TensorBoard if asked.
+
+    Appending line by line (flushed each time) means a killed run keeps every
+    line it logged; a resumed run truncates lines past its checkpoint step with
+    `truncate_after` so the file never holds the same step twice.
+    """
+
+    def __init__(self, folder: str | os.PathLike, stage: str, tensorboard: bool = False):
+        self.path = Path(folder) / METRICS
+        self.stage = stage
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(Path(folder) / "tensorboard"))
+
+    def log(self, step: int, **metrics: Any) -> None:
+        clean = {}
+        for key, value in metrics.items():
+            if hasattr(value, "item"):
+                value = value.item()
+            if isinstance(value, float) and not math.isfinite(value):
+                value = None  # JSON has no NaN; a None makes the gap visible in plots
+            clean[key] = value
+        row = {"step": int(step), "stage": self.stage, **clean}
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        if self._tb is not None:
+            for key, value in clean.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._tb.add_scalar(f"{self.stage}/{key}", value, step)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop logged rows with a step greater than `step` (used when resuming)."""
+        if not self.path.exists():
+            return
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line)
+            except (json.JSONDecodeError, KeyError):
+                continue  # a torn last line from a killed process
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(folder: str | os.PathLike) -> list[dict]:
+    path = Path(folder) / METRICS
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+class StageRun:
+    """One stage's folder. Use as a context manager around the stage's work.
+
+    >>> run = StageRun(out_dir, "sft", config, inputs={"train": path})
+    >>> if run.is_complete(): return
+    >>> with run:
+    ...     run.metrics.log(step, loss=0.3)
+    ...     run.add_output("model", out_dir / "model")
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        stage: str,
+        config: BaseModel,
+        inputs: Mapping[str, str | os.PathLike | None] | None = None,
+        tensorboard: bool = False,
+    ):
+        self.folder = Path(folder)
+        self.stage = stage
+        self.config = config
+        self.inputs = dict(inputs or {})
+        self.tensorboard = tensorboard
+        self.outputs: dict[str, str] = {}
+        self.extra: dict[str, Any] = {}
+        self.metrics: MetricsLogger | None = None
+        self._manifest: dict | None = None
+        self._locked = False
+
+    # -- skip logic -----------------------------------------------------------
+    def is_complete(self) -> bool:
+        """True if a previous run completed with the same config and unchanged inputs."""
+        manifest = read_manifest(self.folder)
+        if not manifest or manifest.get("status") != "completed":
+            return False
+        if manifest.get("config") != config_to_dict(self.config):
+            return False
+        if manifest.get("inputs") != hash_inputs(self.inputs):
+            return False
+        return all(Path(path).exists() for path in manifest.get("outputs", {}).values())
+
+    def previous_manifest(self) -> dict | None:
+        return read_manifest(self.folder)
+
+    # -- lifecycle ------------------------------------------------------------
+    def _acquire_lock(self) -> None:
+        lock = self.folder / LOCK
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            owner = lock.read_text(encoding="utf-8", errors="replace").strip()
+            pid = owner.split("@")[0]
+            if owner.endswith("@" + socket.gethostname()) and pid.isdigit() and not _pid_alive(int(pid)):
+                lock.unlink(missing_ok=True)  # left by a process that was killed
+                return self._acquire_lock()
+            raise RunLockedError(
+                f"{self.folder} is in use by process {owner} (lock file {lock}); "
+                "wait for it to finish, or delete the lock file if that process is gone"
+            ) from None
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"{os.getpid()}@{socket.gethostname()}")
+        self._locked = True
+
+    def __enter__(self) -> StageRun:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._acquire_lock()
+        atomic_write_text(self.folder / CONFIG, dump_config(self.config))
+        previous = read_manifest(self.folder) or {}
+        self._manifest = {
+            "stage": self.stage,
+            "status": "running",
+            "package_version": package_version(),
+            "git_commit": git_commit(),
+            "started_at": previous.get("started_at") if previous.get("status") == "running" else now(),
+            "resumed_at": now() if previous.get("status") in ("running", "failed") else None,
+            "finished_at": None,
+            "config": config_to_dict(self.config),
+            "inputs": hash_inputs(self.inputs),
+            "outputs": {},
+        }
+        atomic_write_json(self.folder / MANIFEST, self._manifest)
+        self.metrics = MetricsLogger(self.folder, self.stage, tensorboard=self.tensorboard)
+        return self
+
+    def add_output(self, name: str, path: str | os.PathLike) -> None:
+        self.outputs[name] = str(path)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if self.metrics is not None:
+                self.metrics.close()
+            assert self._manifest is not None
+            self._manifest.update(
+                status="completed" if exc_type is None else "failed",
+                finished_at=now(),
+                outputs=self.outputs,
+                **({"error": f"{exc_type.__name__}: {exc}"} if exc_type is not None else {}),
+                **self.extra,
+            )
+            atomic_write_json(self.folder / MANIFEST, self._manifest)
+        finally:
+            if self._locked:
+                (self.folder / LOCK).unlink(missing_ok=True)
+                self._locked = False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

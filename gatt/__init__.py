@@ -1,0 +1,1 @@
+"""gatt package."""

@@ -1,0 +1,1 @@
+"""ppo package."""

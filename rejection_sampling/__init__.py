@@ -1,0 +1,1 @@
+"""rejection_sampling package."""
