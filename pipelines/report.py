@@ -1,0 +1,248 @@
+"""`rlhf report RUN_DIR`: a run's curves as PNG files and one HTML page.
+
+It reads what the stages wrote (nothing passes in memory): `metrics.jsonl` and
+`eval.json` of every stage folder, rejection sampling's `curve.json`, the
+reward models' `eval.json`, GAtt's `eval.json`, and the pipeline's
+`summary.json` (one row per version). Missing pieces are skipped, so a report
+can be drawn for a partial run or for one stage folder.
+
+Files: RUN_DIR/report/index.html and RUN_DIR/report/*.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from core.cli import run_guarded  # noqa: E402
+from core.errors import RLHFError  # noqa: E402
+from core.io import atomic_open, atomic_write_text  # noqa: E402
+from core.run import read_manifest, read_metrics  # noqa: E402
+
+PPO_CURVES = [
+    ("rm_reward", "RM reward (mean R_c)"),
+    ("kl", "KL to the initial policy"),
+    ("gold_helpfulness", "gold helpfulness"),
+    ("gold_safety", "gold safety"),
+]
+TABLE_COLUMNS = [
+    ("gold_helpfulness", "gold helpfulness"),
+    ("gold_safety", "gold safety"),
+    ("gold_combined", "gold combined"),
+    ("refusal_rate_harmful", "refusals, harmful"),
+    ("false_refusal_rate_borderline", "false refusals, borderline"),
+    ("xstest_unsafe_refusal", "XSTest unsafe: refused"),
+    ("xstest_safe_refusal", "XSTest safe: refused"),
+]
+
+
+def stage_folders(run_dir: Path) -> list[tuple[str, Path]]:
+    """(stage name, folder) for every stage folder under run_dir, in path order."""
+    found = []
+    for manifest in sorted(run_dir.rglob("manifest.json")):
+        if "checkpoints" in manifest.parts or "report" in manifest.parts:
+            continue
+        data = read_manifest(manifest.parent) or {}
+        found.append((data.get("stage", manifest.parent.name), manifest.parent))
+    return found
+
+
+def _label(run_dir: Path, folder: Path) -> str:
+    return str(folder.relative_to(run_dir)) if folder != run_dir else folder.name
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    with atomic_open(path, "wb", encoding=None) as handle:
+        fig.savefig(handle, format="png", dpi=110)
+    plt.close(fig)
+
+
+def plot_ppo(run_dir: Path, folders: list[Path], out: Path) -> Path | None:
+    series = [(folder, read_metrics(folder)) for folder in folders]
+    series = [(folder, rows) for folder, rows in series if rows]
+    if not series:
+        return None
+    fig, axes = plt.subplots(1, len(PPO_CURVES), figsize=(4.2 * len(PPO_CURVES), 3.4))
+    for axis, (key, title) in zip(axes, PPO_CURVES):
+        for folder, rows in series:
+            points = [(row["step"], row[key]) for row in rows if isinstance(row.get(key), (int, float))]
+            if points:
+                axis.plot(*zip(*points), marker=".", label=_label(run_dir, folder))
+        axis.set_title(title)
+        axis.set_xlabel("PPO iteration")
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    path = out / "ppo_curves.png"
+    _save(fig, path)
+    return path
+
+
+def plot_rs(run_dir: Path, folders: list[Path], out: Path) -> Path | None:
+    curves = [(folder, json.loads((folder / "curve.json").read_text())) for folder in folders if (folder / "curve.json").is_file()]
+    if not curves:
+        return None
+    fig, axis = plt.subplots(figsize=(5.5, 3.8))
+    for folder, curve in curves:
+        points = curve["curve"] if isinstance(curve, dict) else curve
+        ks = [p["k"] for p in points]
+        line = axis.plot(ks, [p["max"] for p in points], marker="o", label=f"{_label(run_dir, folder)} max")
+        axis.plot(ks, [p["median"] for p in points], marker="o", linestyle="--", color=line[0].get_color(), label=f"{_label(run_dir, folder)} median")
+    axis.set_xscale("log", base=2)
+    axis.set_xlabel("samples per prompt k")
+    axis.set_ylabel("reward")
+    axis.set_title("Rejection sampling: max vs median reward (Figure 7)")
+    axis.legend(fontsize=7)
+    axis.grid(alpha=0.3)
+    path = out / "rs_max_median.png"
+    _save(fig, path)
+    return path
+
+
+def _accuracy_by_rating(result: dict) -> dict | None:
+    for key in ("accuracy_by_rating", "by_rating"):
+        if isinstance(result.get(key), dict):
+            return {rating: (value["accuracy"] if isinstance(value, dict) else value) for rating, value in result[key].items()}
+    return None
+
+
+def plot_rm(run_dir: Path, folders: list[Path], out: Path) -> Path | None:
+    bars = []
+    for folder in folders:
+        path = folder / "eval.json"
+        if path.is_file():
+            result = json.loads(path.read_text())
+            result = result.get("toyworld", result)
+            by_rating = _accuracy_by_rating(result)
+            if by_rating:
+                bars.append((_label(run_dir, folder), by_rating))
+    if not bars:
+        return None
+    ratings = list(bars[0][1])
+    fig, axis = plt.subplots(figsize=(6.5, 3.8))
+    width = 0.8 / len(bars)
+    for i, (name, by_rating) in enumerate(bars):
+        axis.bar([r + i * width for r in range(len(ratings))], [by_rating.get(k) or 0 for k in ratings], width, label=name)
+    axis.set_xticks([r + 0.4 - width / 2 for r in range(len(ratings))], [k.replace("_", " ") for k in ratings], fontsize=8)
+    axis.set_ylim(0, 1)
+    axis.set_ylabel("accuracy")
+    axis.set_title("Reward-model accuracy per rating level (Table 8)")
+    axis.legend(fontsize=7)
+    path = out / "rm_accuracy.png"
+    _save(fig, path)
+    return path
+
+
+def plot_gatt(run_dir: Path, folders: list[Path], out: Path) -> Path | None:
+    results = []
+    for folder in folders:
+        path = folder / "eval.json"
+        if path.is_file():
+            results.append((_label(run_dir, folder), json.loads(path.read_text())))
+    if not results:
+        return None
+    fig, axis = plt.subplots(figsize=(5.5, 3.8))
+    drew = False
+    for name, result in results:
+        for which in ("before", "after"):
+            by_turn = (result.get(which) or {}).get("adherence_by_turn")
+            if by_turn:
+                turns = sorted(by_turn, key=int)
+                axis.plot([int(t) for t in turns], [by_turn[t] for t in turns], marker="o", label=f"{name} {which}")
+                drew = True
+    if not drew:
+        plt.close(fig)
+        return None
+    axis.set_ylim(0, 1.05)
+    axis.set_xlabel("dialogue turn")
+    axis.set_ylabel("instruction adherence")
+    axis.set_title("GAtt: adherence per turn (Table 30)")
+    axis.legend(fontsize=7)
+    axis.grid(alpha=0.3)
+    path = out / "gatt_adherence.png"
+    _save(fig, path)
+    return path
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return html.escape(str(value))
+
+
+def render_html(title: str, table_rows: list[dict], images: list[Path], stages: list[tuple[str, str]]) -> str:
+    header = "".join(f"<th>{html.escape(name)}</th>" for _, name in TABLE_COLUMNS)
+    body = "".join(
+        "<tr><td>" + html.escape(str(row.get("version", "?"))) + "</td>"
+        + "".join(f"<td>{_cell(row.get(key))}</td>" for key, _ in TABLE_COLUMNS) + "</tr>"
+        for row in table_rows
+    )
+    figures = "".join(
+        f'<figure><img src="{html.escape(path.name)}" alt="{html.escape(path.stem)}"><figcaption>{html.escape(path.stem)}</figcaption></figure>'
+        for path in images
+    )
+    stage_list = "".join(f"<li><code>{html.escape(folder)}</code> ({html.escape(stage)})</li>" for stage, folder in stages)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1400px}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}
+figure{{display:inline-block;margin:1em}}img{{max-width:100%}}</style></head>
+<body><h1>{html.escape(title)}</h1>
+<h2>Per version</h2>
+<table id="versions"><thead><tr><th>version</th>{header}</tr></thead><tbody>{body}</tbody></table>
+<h2>Curves</h2>{figures or "<p>No curves yet.</p>"}
+<h2>Stage folders</h2><ul>{stage_list}</ul>
+</body></html>
+"""
+
+
+def build_report(run_dir: str | Path) -> Path:
+    """Draw every curve the run has and write report/index.html; returns its path."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RLHFError(f"{run_dir} is not a folder")
+    folders = stage_folders(run_dir)
+    if not folders:
+        raise RLHFError(f"{run_dir} holds no stage folder (no manifest.json found)")
+    out = run_dir / "report"
+    out.mkdir(exist_ok=True)
+    by_stage: dict[str, list[Path]] = {}
+    for stage, folder in folders:
+        by_stage.setdefault(stage, []).append(folder)
+    images = [
+        plot_ppo(run_dir, by_stage.get("ppo", []), out),
+        plot_rs(run_dir, by_stage.get("rejection_sampling", []) + by_stage.get("rs", []), out),
+        plot_rm(run_dir, by_stage.get("reward", []), out),
+        plot_gatt(run_dir, by_stage.get("gatt", []), out),
+    ]
+    summary_path = run_dir / "summary.json"
+    rows = json.loads(summary_path.read_text())["versions"] if summary_path.is_file() else []
+    page = render_html(f"Run report: {run_dir.name}", rows, [p for p in images if p], [(s, _label(run_dir, f)) for s, f in folders])
+    index = out / "index.html"
+    atomic_write_text(index, page)
+    return index
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rlhf report", description="Draw a run's curves as PNG files and one HTML page.")
+    parser.add_argument("run_dir", help="a pipeline run folder (or a single stage folder)")
+    args = parser.parse_args(argv)
+
+    def go() -> int:
+        print(build_report(args.run_dir))
+        return 0
+
+    return run_guarded(go)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
