@@ -201,6 +201,14 @@ figure{{display:inline-block;margin:1em}}img{{max-width:100%}}</style></head>
 <table id="versions"><thead><tr><th>version</th>{header}</tr></thead><tbody>{body}</tbody></table>
 <h2>Curves</h2>{figures or "<p>No curves yet.</p>"}
 <h2>Stage folders</h2><ul>{stage_list}</ul>
+<script>
+// Marks how many figures actually decoded, so a headless browser test can check them.
+window.addEventListener("load", () => {{
+  const images = Array.from(document.images);
+  document.body.dataset.imagesLoaded = images.filter(i => i.complete && i.naturalWidth > 0).length;
+  document.body.dataset.imagesTotal = images.length;
+}});
+</script>
 </body></html>
 """
 

@@ -122,14 +122,16 @@ def evaluate_model_on_xstest(model, tokenizer, rows: list[dict], sampling, syste
 def reference_rates(completions_csv: str | Path, prompts_csv: str | Path) -> dict:
     """Refusal rates of a reference model from XSTest's human labels (for example
     Llama-2-70b-chat's in `xstest_v2_completions_llama2orig.csv`), in the layout of
-    `refusal_rates`. The safe/unsafe label comes from the prompts file, matched by prompt."""
-    label_of = {row["prompt"]: row["label"] for row in load_xstest(str(prompts_csv))}
+    `refusal_rates`. The safe/unsafe label comes from the prompts file, matched by id
+    (`v2-17` in the completions is prompt `17`)."""
+    label_of = {row["id"]: row["label"] for row in load_xstest(str(prompts_csv))}
     rows, labels = [], []
     with open(completions_csv, newline="", encoding="utf-8") as handle:
         for number, row in enumerate(csv.DictReader(handle), start=2):
             if row.get("final_label") not in LABELS:
                 raise DataError(f"unknown label {row.get('final_label')!r}", path=completions_csv, line=number, field="final_label")
-            if row["prompt"] in label_of:
-                rows.append({"label": label_of[row["prompt"]]})
+            prompt_id = row.get("id", "").removeprefix("v2-")
+            if prompt_id in label_of:
+                rows.append({"label": label_of[prompt_id]})
                 labels.append(row["final_label"])
     return refusal_rates(rows, labels)

@@ -1,0 +1,57 @@
+"""`rlhf report`: curves from stage folders, a per-version table, checked in headless Chromium."""
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from core.config import StrictModel
+from core.io import atomic_write_json
+from core.run import StageRun
+from pipelines.report import build_report
+
+
+class Cfg(StrictModel):
+    seed: int = 0
+
+
+def make_run(root):
+    with StageRun(root / "v1" / "rs", "rejection_sampling", Cfg()) as run:
+        atomic_write_json(run.folder / "curve.json", {"curve": [{"k": 1, "max": 0.2, "median": 0.2}, {"k": 2, "max": 0.5, "median": 0.3}, {"k": 4, "max": 0.7, "median": 0.3}]})
+    with StageRun(root / "v2" / "ppo", "ppo", Cfg()) as run:
+        for step in range(1, 5):
+            run.metrics.log(step, rm_reward=0.1 * step, kl=0.01 * step, gold_helpfulness=0.5, gold_safety=0.9)
+    with StageRun(root / "rm_safety", "reward", Cfg()) as run:
+        atomic_write_json(run.folder / "eval.json", {"accuracy_by_rating": {"significantly_better": 0.95, "better": 0.8, "slightly_better": 0.7, "negligibly_better": 0.55}})
+    with StageRun(root / "gatt", "gatt", Cfg()) as run:
+        atomic_write_json(run.folder / "eval.json", {"before": {"adherence_by_turn": {"1": 1.0, "2": 0.5, "4": 0.1}}, "after": {"adherence_by_turn": {"1": 1.0, "2": 1.0, "4": 0.9}}})
+    atomic_write_json(root / "summary.json", {"versions": [
+        {"version": "sft", "gold_helpfulness": 0.41, "gold_safety": 0.9, "false_refusal_rate_borderline": 0.1},
+        {"version": "v1", "gold_helpfulness": 0.52, "gold_safety": 0.95, "xstest_safe_refusal": 0.2},
+    ]})
+
+
+def test_report_writes_every_curve_and_the_table(tmp_path):
+    make_run(tmp_path)
+    index = build_report(tmp_path)
+    names = sorted(p.name for p in index.parent.glob("*.png"))
+    assert names == ["gatt_adherence.png", "ppo_curves.png", "rm_accuracy.png", "rs_max_median.png"]
+    page = index.read_text()
+    assert page.count("<img ") == 4 and "<td>v1</td>" in page and "0.520" in page
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed (.ci/run installs it)")
+def test_report_opens_in_headless_chromium(tmp_path):
+    make_run(tmp_path)
+    index = build_report(tmp_path)
+    dom = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom", index.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    ).stdout
+    assert re.search(r'data-images-loaded="4"', dom), dom[:2000]
+    assert 'data-images-total="4"' in dom
+    assert re.search(r'<table id="versions">.*<td>sft</td>.*<td>v1</td>', dom, re.S)
