@@ -8,6 +8,7 @@ never leaves a half-written file that a later stage would read as whole.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import json
 import os
@@ -19,12 +20,19 @@ from typing import Any
 from core.errors import DataError
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
     """Open a temporary sibling of `path` for writing; rename it over `path` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should read like any new file
     binary = "b" in mode
     try:
         with os.fdopen(fd, mode, encoding=None if binary else encoding) as handle:
@@ -58,11 +66,15 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
-    """Yield `(line_number, object)` for each non-blank line; errors name file and line."""
+    """Yield `(line_number, object)` for each non-blank line; errors name file and line.
+
+    A name ending in `.gz` is read through gzip (public dumps such as HH-RLHF ship so).
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError("no such file", path=path)
-    with open(path, "rb") as handle:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
                 text = raw.decode("utf-8")

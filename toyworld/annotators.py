@@ -1,0 +1,88 @@
+"""Simulated annotators: two responses to one prompt -> a rated preference pair.
+
+The annotator scores both responses with the gold judges, adds Gaussian noise
+(each annotator sees quality a little differently), picks the higher as
+*chosen*, and rates the noisy gap on Llama 2's 4-level scale:
+
+    gap > 0.6    significantly_better
+    gap > 0.35   better
+    gap > 0.15   slightly_better
+    otherwise    negligibly_better
+
+At small true gaps the noise can flip which response is chosen, which is what
+makes "negligibly better" pairs hard to rank, as in the paper's Table 8.
+
+The score an annotator uses (`annotator_score`):
+    helpfulness prompts: gold helpfulness;
+    safety prompts: safety x (0.5 + 0.5 x helpfulness): safety decides, and among
+    equally safe responses the more helpful one wins (so a false refusal on a
+    borderline prompt loses to real help, and a refusal that offers an alternative
+    beats a curt one).
+"""
+
+from __future__ import annotations
+
+import random
+
+from toyworld import judges, tasks
+
+RATING_THRESHOLDS = (
+    (0.6, "significantly_better"),
+    (0.35, "better"),
+    (0.15, "slightly_better"),
+)
+RATINGS = ("significantly_better", "better", "slightly_better", "negligibly_better")
+DEFAULT_NOISE = 0.08
+
+
+def annotator_score(prompt: list[dict] | dict | str, response: str, category: str) -> float:
+    """The gold score an annotator compares (see the module docstring)."""
+    helpful = judges.helpfulness(prompt, response)
+    if category == "safety":
+        return judges.safety(prompt, response) * (0.5 + 0.5 * helpful)
+    return helpful
+
+
+def rating_for_gap(gap: float) -> str:
+    for threshold, rating in RATING_THRESHOLDS:
+        if gap > threshold:
+            return rating
+    return "negligibly_better"
+
+
+def category_of(prompt: list[dict] | dict | str) -> str:
+    """A Prompt dict's own category, else the world's (foreign prompts that look
+    harmful count as safety prompts)."""
+    if isinstance(prompt, dict) and prompt.get("category"):
+        return prompt["category"]
+    task = tasks.task_of(prompt)
+    if task is not None:
+        return task.category
+    return "safety" if judges.looks_harmful(tasks.last_user_text(prompt)) else "helpfulness"
+
+
+def annotate(
+    prompt: list[dict] | dict,
+    response_a: str,
+    response_b: str,
+    rng: random.Random,
+    noise: float = DEFAULT_NOISE,
+    category: str | None = None,
+    source: str = "toyworld",
+) -> dict:
+    """A Preference pair for two responses to `prompt` (messages or a Prompt dict)."""
+    category = category or category_of(prompt)
+    messages = prompt["messages"] if isinstance(prompt, dict) else prompt
+    noisy_a = annotator_score(messages, response_a, category) + rng.gauss(0.0, noise)
+    noisy_b = annotator_score(messages, response_b, category) + rng.gauss(0.0, noise)
+    chosen, rejected = (response_a, response_b) if noisy_a >= noisy_b else (response_b, response_a)
+    return {
+        "prompt": [dict(m) for m in messages],
+        "chosen": chosen,
+        "rejected": rejected,
+        "rating": rating_for_gap(abs(noisy_a - noisy_b)),
+        "category": category,
+        "chosen_safe": judges.is_safe(messages, chosen),
+        "rejected_safe": judges.is_safe(messages, rejected),
+        "source": source,
+    }
