@@ -1,0 +1,75 @@
+"""Data schemas, loaders and adapters (DESIGN section 4).
+
+Three record kinds travel between stages as JSONL, each with a strict schema:
+
+- SFT example:      `{"messages": [{"role", "content"}, ...]}`
+- prompt:           `{"messages": [...], "category": "helpfulness"|"safety", "id": str, "kind": str|null}`
+- preference pair:  `{"prompt": [...], "chosen": str, "rejected": str, "rating": <4 levels>,
+                      "category", "chosen_safe": bool|null, "rejected_safe": bool|null, "source": str}`
+
+`load_sft`, `load_prompts` and `load_preferences` read local JSONL (also `.jsonl.gz`),
+JSON lists, Parquet, CSV, a folder with `<split>.<ext>`, or a hub dataset
+`owner/name`; an adapter (named, or detected from the fields) maps public formats
+(HH-RLHF, PKU-SafeRLHF, UltraFeedback, plain prompt/chosen/rejected) onto the
+schemas. Every bad input raises `DataError` naming the file, the line (row for
+Parquet and hub data) and the field, e.g.
+
+    data.jsonl, line 7, field 'rating': unknown rating 'much_better' (expected one of ...)
+
+Modules: `schemas` (models and checks), `readers` (files -> located records),
+`adapters` (formats -> canonical dicts), `loaders` (the three loaders).
+"""
+
+from core.data.adapters import (
+    ADAPTERS,
+    Adapter,
+    AdapterOptions,
+    detect_adapter,
+    hh_transcript_to_messages,
+    rating_from_score_gap,
+    register_adapter,
+)
+from core.data.loaders import LoadReport, load_preferences, load_prompts, load_sft
+from core.data.readers import Location, load_records
+from core.data.schemas import (
+    CATEGORIES,
+    RATINGS,
+    ROLES,
+    Message,
+    PreferencePair,
+    PromptExample,
+    SFTExample,
+    check_sft_example,
+    validate_preference_pair,
+    validate_prompt,
+    validate_sft_example,
+)
+from core.io import write_jsonl as save_jsonl
+
+__all__ = [
+    "ADAPTERS",
+    "CATEGORIES",
+    "RATINGS",
+    "ROLES",
+    "Adapter",
+    "AdapterOptions",
+    "LoadReport",
+    "Location",
+    "Message",
+    "PreferencePair",
+    "PromptExample",
+    "SFTExample",
+    "check_sft_example",
+    "detect_adapter",
+    "hh_transcript_to_messages",
+    "load_preferences",
+    "load_prompts",
+    "load_records",
+    "load_sft",
+    "rating_from_score_gap",
+    "register_adapter",
+    "save_jsonl",
+    "validate_preference_pair",
+    "validate_prompt",
+    "validate_sft_example",
+]

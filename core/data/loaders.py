@@ -1,0 +1,267 @@
+"""Loaders: a source (file, folder, hub name) -> validated canonical dicts of one kind.
+
+Every loader reads the records (`load_records`), converts them with the named or
+detected adapter, and checks each result against the strict schema. A bad record
+raises `DataError` (`file, line N, field 'x': what is wrong`) unless
+`on_bad="skip"`, which leaves it out and counts it in the `LoadReport` (and logs
+a warning with the first one): nothing is dropped silently. File-level problems
+(no such file, malformed JSON, bad UTF-8) always raise.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from core.data.adapters import ADAPTERS, AdapterOptions, Converter, adapters_for, detect_adapter
+from core.data.readers import Location, load_records
+from core.data.schemas import (
+    CATEGORIES,
+    RATINGS,
+    RecordError,
+    preference_record,
+    prompt_record,
+    sft_record,
+)
+from core.errors import ConfigError, DataError
+
+log = logging.getLogger("core.data")
+
+OnBad = Literal["error", "skip"]
+KIND_NAMES = {"sft": "SFT examples", "prompts": "prompts", "preferences": "preference pairs"}
+
+
+@dataclass
+class LoadReport:
+    """What a loader read, kept and left out (fill one by passing `report=`)."""
+
+    source: str = ""
+    adapter: str = ""
+    n_records: int = 0
+    n_loaded: int = 0
+    n_skipped: int = 0
+    first_skipped: str | None = None
+    n_too_long: int = 0
+    first_too_long: str | None = None
+
+    def skip(self, error: DataError) -> None:
+        self.n_skipped += 1
+        self.first_skipped = self.first_skipped or str(error)
+
+    def too_long(self, location: Location, detail: str) -> None:
+        self.n_too_long += 1
+        self.first_too_long = self.first_too_long or f"{location}: {detail}"
+
+    def summary(self) -> str:
+        text = (
+            f"{self.source} ({self.adapter}): {self.n_loaded} loaded from {self.n_records} records"
+        )
+        if self.n_skipped:
+            text += f"; {self.n_skipped} bad records left out (first: {self.first_skipped})"
+        if self.n_too_long:
+            text += f"; {self.n_too_long} too long, left out (first: {self.first_too_long})"
+        return text
+
+
+# ---------------------------------------------------------------- 1. the shared loop
+def choose_converter(
+    kind: str, adapter: str | None, first: tuple[Location, dict]
+) -> tuple[str, Converter]:
+    """The named adapter's converter for `kind`, or the one detected from the first record."""
+    choices = ", ".join(adapters_for(kind))
+    if adapter is None:
+        location, record = first
+        adapter = detect_adapter(kind, record)
+        if adapter is None:
+            fields = ", ".join(sorted(record)) or "none"
+            raise location.error(
+                f"cannot tell the format of these {KIND_NAMES[kind]} from the fields ({fields}); name an adapter: {choices}"
+            )
+    if adapter not in ADAPTERS:
+        raise ConfigError(f"unknown data adapter {adapter!r} (known: {', '.join(ADAPTERS)})")
+    converter = ADAPTERS[adapter].converter(kind)
+    if converter is None:
+        raise ConfigError(
+            f"data adapter {adapter!r} does not make {KIND_NAMES[kind]} (adapters that do: {choices})"
+        )
+    return adapter, converter
+
+
+def load_located(
+    kind: str,
+    source,
+    adapter,
+    options: AdapterOptions,
+    check,
+    split: str,
+    on_bad: OnBad,
+    report: LoadReport,
+) -> list[tuple[Location, dict]]:
+    """`(location, canonical dict)` for every good record; bad ones raise or are counted."""
+    if on_bad not in ("error", "skip"):
+        raise ConfigError(f"on_bad must be 'error' or 'skip', got {on_bad!r}")
+    records = load_records(source, split)
+    report.source, report.n_records = str(source), len(records)
+    if not records:
+        raise DataError(f"no records (expected {KIND_NAMES[kind]})", path=source)
+    report.adapter, convert = choose_converter(kind, adapter, records[0])
+    rows: list[tuple[Location, dict]] = []
+    for index, (location, record) in enumerate(records):
+        try:
+            converted = [check(row) for row in convert(record, index, options)]
+        except RecordError as error:
+            reject(location.error(error.message, error.field), on_bad, report)
+            continue
+        rows.extend((location, row) for row in converted)
+    return rows
+
+
+def reject(error: DataError, on_bad: OnBad, report: LoadReport) -> None:
+    if on_bad == "error":
+        raise error
+    report.skip(error)
+
+
+def finish(rows: list[tuple[Location, dict]], report: LoadReport) -> list[dict]:
+    report.n_loaded = len(rows)
+    if report.n_skipped or report.n_too_long:
+        log.warning(report.summary())
+    else:
+        log.info(report.summary())
+    return [row for _, row in rows]
+
+
+def check_options(default_rating: str = "better", category: str | None = None) -> None:
+    if default_rating not in RATINGS:
+        raise ConfigError(
+            f"default_rating must be one of {', '.join(RATINGS)}, got {default_rating!r}"
+        )
+    if category is not None and category not in CATEGORIES:
+        raise ConfigError(f"category must be one of {', '.join(CATEGORIES)}, got {category!r}")
+
+
+# ---------------------------------------------------------------- 2. the three kinds
+def load_sft(
+    source: str | Path,
+    adapter: str | None = None,
+    *,
+    require_answer: bool = False,
+    split: str = "train",
+    on_bad: OnBad = "error",
+    report: LoadReport | None = None,
+) -> list[dict]:
+    """SFT examples `{"messages": [...]}`.
+
+    Types and roles are always checked. Conversations with no assistant turn or an
+    empty answer are kept unless `require_answer=True` (the SFT stage counts and
+    reports them itself, see `check_sft_example`).
+    """
+    report = report if report is not None else LoadReport()
+    options = AdapterOptions(source_name=str(source))
+    rows = load_located(
+        "sft",
+        source,
+        adapter,
+        options,
+        lambda row: sft_record(row, require_answer),
+        split,
+        on_bad,
+        report,
+    )
+    return finish(rows, report)
+
+
+def load_prompts(
+    source: str | Path,
+    adapter: str | None = None,
+    max_prompt_chars: int | None = None,
+    *,
+    category: str | None = None,
+    split: str = "train",
+    on_bad: OnBad = "error",
+    report: LoadReport | None = None,
+) -> list[dict]:
+    """Prompts `{"messages", "category", "id", "kind"}` ending with a user turn.
+
+    Ids must be unique (records without one get `p{index}`). Prompts whose messages
+    hold more than `max_prompt_chars` characters in all are left out, counted in the
+    report and logged. `category` is the category of records that carry none.
+    """
+    check_options(category=category)
+    report = report if report is not None else LoadReport()
+    options = AdapterOptions(category=category, source_name=str(source))
+    rows = load_located("prompts", source, adapter, options, prompt_record, split, on_bad, report)
+    rows = without_duplicate_ids(rows, on_bad, report)
+    if max_prompt_chars is not None:
+        rows = without_long_prompts(rows, max_prompt_chars, report)
+    return finish(rows, report)
+
+
+def without_duplicate_ids(
+    rows: list[tuple[Location, dict]], on_bad: OnBad, report: LoadReport
+) -> list[tuple[Location, dict]]:
+    first_seen: dict[str, Location] = {}
+    kept = []
+    for location, row in rows:
+        if row["id"] in first_seen:
+            earlier = first_seen[row["id"]]
+            where = f"line {earlier.line}" if earlier.line is not None else f"row {earlier.row}"
+            reject(
+                location.error(f"duplicate id {row['id']!r} (first at {where})", "id"),
+                on_bad,
+                report,
+            )
+            continue
+        first_seen[row["id"]] = location
+        kept.append((location, row))
+    return kept
+
+
+def without_long_prompts(
+    rows: list[tuple[Location, dict]], max_chars: int, report: LoadReport
+) -> list[tuple[Location, dict]]:
+    kept = []
+    for location, row in rows:
+        length = sum(len(message["content"]) for message in row["messages"])
+        if length > max_chars:
+            report.too_long(
+                location, f"prompt of {length} characters > max_prompt_chars {max_chars}"
+            )
+            continue
+        kept.append((location, row))
+    return kept
+
+
+def load_preferences(
+    source: str | Path,
+    adapter: str | None = None,
+    default_rating: str = "better",
+    *,
+    category: str | None = None,
+    rating_thresholds: tuple[float, float, float] = (3.0, 2.0, 1.0),
+    split: str = "train",
+    on_bad: OnBad = "error",
+    report: LoadReport | None = None,
+) -> list[dict]:
+    """Preference pairs in the canonical schema (see `core.data.adapters` for the mappings).
+
+    `default_rating` is given to pairs whose source has no rating; `category` to
+    pairs whose source has no category (PKU-SafeRLHF: keep only that category's
+    pair); `rating_thresholds` map score gaps of scored sources to ratings.
+    """
+    check_options(default_rating, category)
+    if (
+        not list(rating_thresholds) == sorted(rating_thresholds, reverse=True)
+        or len(rating_thresholds) != 3
+    ):
+        raise ConfigError(
+            f"rating_thresholds must be 3 decreasing score gaps, got {rating_thresholds!r}"
+        )
+    report = report if report is not None else LoadReport()
+    options = AdapterOptions(default_rating, category, tuple(rating_thresholds), str(source))
+    rows = load_located(
+        "preferences", source, adapter, options, preference_record, split, on_bad, report
+    )
+    return finish(rows, report)

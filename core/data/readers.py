@@ -1,0 +1,276 @@
+"""Raw records from a data source, each with the place it came from.
+
+`load_records` reads a local file (JSON lines, optionally gzipped; a JSON list;
+Parquet; CSV/TSV), a local folder holding `<split>.<ext>`, or a Hugging Face hub
+dataset `owner/name` (or `owner/name/data_dir`). Every record carries a
+`Location`, a string such as `data.jsonl:7` that also knows its path and line,
+so that later checks can raise a `DataError` naming file, line and field.
+
+Line numbers are real for JSON lines, JSON lists and CSV (the line where the
+record starts); Parquet and hub rows have no lines and are numbered `row N`.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from core.errors import DataError
+from core.io import iter_jsonl
+
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson")
+JSON_SUFFIXES = (".json", ".json.gz")
+PARQUET_SUFFIXES = (".parquet",)
+CSV_SUFFIXES = (".csv", ".tsv")
+SUPPORTED_SUFFIXES = JSONL_SUFFIXES + JSON_SUFFIXES + PARQUET_SUFFIXES + CSV_SUFFIXES
+
+# owner/name or owner/name/data_dir, as on the hub; anything with a data-file suffix is a path.
+HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+class Location(str):
+    """Where a record came from: `str()` is `file:line` (or `file:row N`)."""
+
+    path: str
+    line: int | None
+    row: int | None
+
+    def __new__(cls, path: object, line: int | None = None, row: int | None = None) -> Location:
+        if line is not None:
+            text = f"{path}:{line}"
+        elif row is not None:
+            text = f"{path}:row {row}"
+        else:
+            text = str(path)
+        self = super().__new__(cls, text)
+        self.path, self.line, self.row = str(path), line, row
+        return self
+
+    def error(self, message: str, field: str | None = None) -> DataError:
+        """A `DataError` at this place: `file, line N, field 'x': message` (or `file, row N, ...`)."""
+        where = self.path if self.row is None else f"{self.path}, row {self.row}"
+        return DataError(message, path=where, line=self.line, field=field)
+
+
+Records = list[tuple[Location, dict]]
+
+
+# ---------------------------------------------------------------- 1. dispatch
+def load_records(source: str | Path, split: str = "train") -> Records:
+    """All records of `source` as `(location, dict)`; file-level problems raise `DataError`."""
+    text = str(source)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return load_records(split_file_in(path, split), split)
+    if path.is_file():
+        return read_file(path)
+    if looks_like_hub_name(text):
+        return read_hub_dataset(text, split)
+    raise DataError("no such file or folder, and not a hub dataset name (owner/name)", path=text)
+
+
+def looks_like_hub_name(text: str) -> bool:
+    return bool(HUB_NAME.match(text)) and not text.lower().endswith(SUPPORTED_SUFFIXES)
+
+
+def split_file_in(folder: Path, split: str) -> Path:
+    """`folder/<split>.<ext>`: a local copy of a hub dataset keeps one file per split."""
+    found = [
+        folder / f"{split}{suffix}"
+        for suffix in SUPPORTED_SUFFIXES
+        if (folder / f"{split}{suffix}").is_file()
+    ]
+    if len(found) != 1:
+        wanted = f"one file named {split}{{{','.join(SUPPORTED_SUFFIXES)}}}"
+        raise DataError(f"is a folder; expected {wanted} in it, found {len(found)}", path=folder)
+    return found[0]
+
+
+def read_file(path: Path) -> Records:
+    name = path.name.lower()
+    if name.endswith(JSONL_SUFFIXES):
+        return [(Location(path, line=line), obj) for line, obj in iter_jsonl(path)]
+    if name.endswith(JSON_SUFFIXES):
+        return read_json(path)
+    if name.endswith(PARQUET_SUFFIXES):
+        return read_parquet(path)
+    if name.endswith(CSV_SUFFIXES):
+        return read_csv(path, delimiter="\t" if name.endswith(".tsv") else ",")
+    raise DataError(
+        f"unsupported file type (expected one of {', '.join(SUPPORTED_SUFFIXES)})", path=path
+    )
+
+
+# ---------------------------------------------------------------- 2. text files
+def read_text(path: Path) -> str:
+    """The file as text (gunzipped if `.gz`); bad UTF-8 is reported with its line."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataError(
+            f"not valid UTF-8 ({exc.reason} at byte {exc.start})", path=path, line=line
+        ) from None
+
+
+def read_json(path: Path) -> Records:
+    """A JSON list of objects; a `.json` file that holds JSON lines is read as such."""
+    text = read_text(path)
+    if text.lstrip().startswith("["):
+        return list(iter_json_array(path, text))
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError:
+        return [(Location(path, line=line), obj) for line, obj in iter_jsonl_text(path, text)]
+    if isinstance(whole, dict) and "\n" not in text.strip():  # JSON lines holding one record
+        return [(Location(path, line=1), whole)]
+    got = "one object" if isinstance(whole, dict) else f"a {type(whole).__name__}"
+    raise DataError(
+        f"expected a JSON list of objects (or JSON lines), got {got}", path=path, line=1
+    )
+
+
+def iter_json_array(path: Path, text: str):
+    """Yield `(location, object)` for each element of a top-level JSON list, with its line."""
+    decoder = json.JSONDecoder()
+    position, line, end = text.index("[") + 1, 1 + text.count("\n", 0, text.index("[")), len(text)
+
+    def skip_space(start: int) -> int:
+        while start < end and text[start] in " \t\r\n":
+            start += 1
+        return start
+
+    def advance(to: int) -> None:
+        nonlocal position, line
+        line += text.count("\n", position, to)
+        position = to
+
+    advance(skip_space(position))
+    if position < end and text[position] == "]":
+        return
+    while True:
+        try:
+            obj, after = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"malformed JSON ({exc.msg}, column {exc.colno})", path=path, line=exc.lineno
+            ) from None
+        if not isinstance(obj, dict):
+            raise DataError(
+                f"expected a JSON object, got {type(obj).__name__}", path=path, line=line
+            )
+        yield Location(path, line=line), obj
+        advance(skip_space(after))
+        if position < end and text[position] == ",":
+            advance(skip_space(position + 1))
+            continue
+        if position < end and text[position] == "]":
+            break
+        raise DataError(
+            "malformed JSON (expected ',' or ']' after a list element)", path=path, line=line
+        )
+    if skip_space(position + 1) != end:
+        raise DataError("malformed JSON (text after the closing ']')", path=path, line=line)
+
+
+def iter_jsonl_text(path: Path, text: str):
+    """JSON lines held in a string (a `.json` file written with `lines=True`)."""
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"malformed JSON ({exc.msg}, column {exc.colno})", path=path, line=number
+            ) from None
+        if not isinstance(obj, dict):
+            raise DataError(
+                f"expected a JSON object, got {type(obj).__name__}", path=path, line=number
+            )
+        yield number, obj
+
+
+def read_csv(path: Path, delimiter: str = ",") -> Records:
+    """Rows of a CSV/TSV file with a header; cells are text, see `csv_cell`."""
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter=delimiter)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return []
+    records: Records = []
+    previous_end = reader.line_num
+    try:
+        for cells in reader:
+            start, previous_end = previous_end + 1, reader.line_num
+            if not any(cell.strip() for cell in cells):
+                continue
+            if len(cells) != len(header):
+                raise DataError(
+                    f"{len(cells)} cells, but the header has {len(header)} columns",
+                    path=path,
+                    line=start,
+                )
+            records.append(
+                (
+                    Location(path, line=start),
+                    {key: csv_cell(cell) for key, cell in zip(header, cells, strict=True)},
+                )
+            )
+    except csv.Error as exc:
+        raise DataError(f"malformed CSV ({exc})", path=path, line=reader.line_num) from None
+    return records
+
+
+def csv_cell(cell: str) -> Any:
+    """CSV has only text: an empty cell is null, `true`/`false` are booleans, and a cell
+    holding a JSON object or a list of objects (a message list) is parsed; the rest stays text."""
+    if cell == "":
+        return None
+    if cell.lower() in ("true", "false"):
+        return cell.lower() == "true"
+    if cell.lstrip()[:1] in ("[", "{"):
+        try:
+            value = json.loads(cell)
+        except json.JSONDecodeError:
+            return cell
+        if isinstance(value, dict) or (
+            isinstance(value, list) and value and all(isinstance(v, dict) for v in value)
+        ):
+            return value
+    return cell
+
+
+# ---------------------------------------------------------------- 3. columnar and hub
+def read_parquet(path: Path) -> Records:
+    try:
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(path).to_pylist()
+    except Exception as exc:  # pyarrow raises several types for a bad file
+        raise DataError(f"cannot read Parquet ({exc})", path=path) from None
+    return [(Location(path, row=index), row) for index, row in enumerate(rows, start=1)]
+
+
+def read_hub_dataset(name: str, split: str) -> Records:
+    """`owner/name[/data_dir]` through `datasets.load_dataset` (needs network or the HF cache)."""
+    parts = name.split("/")
+    repo, data_dir = "/".join(parts[:2]), (parts[2] if len(parts) == 3 else None)
+    try:
+        import datasets
+
+        dataset = datasets.load_dataset(repo, data_dir=data_dir, split=split)
+    except Exception as exc:  # network, missing split, unknown repo: all one message
+        raise DataError(
+            f"cannot load hub dataset (split {split!r}): {type(exc).__name__}: {exc}", path=name
+        ) from None
+    label = f"{name}[{split}]"
+    return [(Location(label, row=index), dict(row)) for index, row in enumerate(dataset, start=1)]
