@@ -1,0 +1,77 @@
+"""The pipeline's typed config: which stage presets to run, in which versions.
+
+A pipeline YAML names a preset file per stage and, optionally, overrides for it;
+the pipeline itself fills in what connects the stages (which model a stage
+starts from, which reward models score, where outputs go), so a stage preset
+stays usable on its own. See `configs/pipelines/quickstart.yaml`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import model_validator
+
+from core.config import StrictModel
+from core.generation import SamplingConfig
+
+
+class StageRef(StrictModel):
+    preset: str  # a stage YAML under configs/<stage>/
+    overrides: dict[str, Any] = {}  # nested keys, or dotted keys ("training.epochs": 1)
+
+
+class VersionSpec(StrictModel):
+    """One RLHF version V<i>: rejection sampling, then (optionally) PPO on top of it."""
+
+    name: str
+    rejection_sampling: StageRef | None = None
+    ppo: StageRef | None = None
+    # Llama 2 refreshed its reward models with new preference data every version:
+    # sample the latest policy at two temperatures, label the pairs with toyworld's
+    # simulated annotators, retrain both RMs on the old data plus the new pairs.
+    refresh_reward_models: bool = False
+
+
+class GattRef(StageRef):
+    after: str  # the version after which GAtt runs; later versions start from its model
+
+
+class RefreshSpec(StrictModel):
+    n_prompts: int = 200
+    temperatures: tuple[float, float] = (0.7, 1.2)  # two temperatures, as in the paper
+    max_new_tokens: int = 40
+    noise: float = 0.08
+    batch_size: int = 16
+
+
+class EvaluationSpec(StrictModel):
+    """The per-version table: gold scores on held-out toyworld prompts and XSTest."""
+
+    toyworld_prompts: int = 120
+    xstest_data: str | None = "../shared/data/xstest/xstest_prompts.csv"  # None: skip XSTest
+    xstest_limit: int | None = 90  # stratified subset (None: all 450)
+    sampling: SamplingConfig = SamplingConfig(max_new_tokens=48, temperature=0.0, batch_size=16)
+    evaluate_base: bool = True
+
+
+class PipelineConfig(StrictModel):
+    run_dir: str
+    base_model: str = "embedded:smollm2-135m"
+    sft: StageRef
+    reward: StageRef  # trained twice: kind=helpfulness and kind=safety
+    versions: list[VersionSpec]
+    gatt: GattRef | None = None
+    refresh: RefreshSpec = RefreshSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+    seed: int = 0
+    report: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> PipelineConfig:
+        names = [version.name for version in self.versions]
+        if len(set(names)) != len(names):
+            raise ValueError(f"versions: names must be unique, got {names}")
+        if self.gatt is not None and self.gatt.after not in names:
+            raise ValueError(f"gatt.after: '{self.gatt.after}' is not one of the versions {names}")
+        return self

@@ -1,0 +1,90 @@
+"""`rlhf reward train|eval` (also `python -m reward ...` and `accelerate launch -m reward train ...`).
+
+    rlhf reward train --config configs/reward/quickstart.yaml kind=safety init_model=runs/sft/model output_dir=runs/rm_safety
+    rlhf reward eval --model runs/rm_safety/model --data toyworld
+    rlhf reward eval --model runs/rm_safety/model --data ../shared/data/hh-rlhf-harmless/test.jsonl.gz --adapter hh-rlhf --limit 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from core.cli import run_guarded
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    from core.io import atomic_write_json
+    from reward.evaluate import evaluate_pairs, format_table
+    from reward.scorer import RewardScorer
+
+    scorer = RewardScorer(args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
+    if args.data == "toyworld":
+        from toyworld.world import build_preference_pairs
+
+        pairs = build_preference_pairs("heldout", args.n, args.seed)
+        name = "toyworld_heldout"
+    else:
+        from core.data import load_preferences
+
+        pairs = load_preferences(args.data, adapter=args.adapter)
+        name = Path(args.data).name.split(".")[0] if Path(args.data).exists() else args.data.replace("/", "_")
+    if args.limit is not None:
+        pairs = pairs[: args.limit]
+    out = Path(args.out) if args.out else Path(args.model).parent / "eval"
+    result = evaluate_pairs(scorer, pairs, out, name=name, threshold=args.threshold, max_length=args.max_length)
+    payload = {"model": str(args.model), "data": args.data, "adapter": args.adapter, "limit": args.limit, name: result}
+    atomic_write_json(out / "eval.json", payload)
+    print(format_table({Path(args.model).parent.name or str(args.model): result}))
+    if result.get("safety"):
+        s = result["safety"]
+        print(f"safety @ {s['threshold']}: precision {s['precision']}, recall {s['recall']} (n={s['n']}, unsafe={s['n_unsafe']})")
+    print(f"pairs: {result['n_pairs']} ({result['n_overlong']} overlong left out); wrote {out / 'eval.json'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="rlhf reward", description="Train or evaluate a reward model (helpfulness or safety).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train one reward model (kind=helpfulness|safety)")
+    train.add_argument("--config", help="YAML preset (configs/reward/*.yaml)")
+    train.add_argument("overrides", nargs="*", help="key=value overrides, dotted for nested keys")
+
+    ev = sub.add_parser("eval", help="accuracy per rating and category, safety precision/recall, histograms -> eval.json")
+    ev.add_argument("--model", required=True, help="a reward-model folder")
+    ev.add_argument("--data", default="toyworld", help="toyworld (held-out pairs), a file, or a hub dataset")
+    ev.add_argument("--adapter", default=None, help="format adapter, e.g. hh-rlhf")
+    ev.add_argument("--out", default=None, help="output folder (default: MODEL/../eval)")
+    ev.add_argument("--n", type=int, default=300, help="toyworld: number of held-out pairs")
+    ev.add_argument("--seed", type=int, default=1234, help="toyworld: seed of the held-out pairs")
+    ev.add_argument("--limit", type=int, default=None, help="evaluate only the first N pairs")
+    ev.add_argument("--max-length", type=int, default=1024, help="pairs longer than this (tokens) are counted and left out")
+    ev.add_argument("--threshold", type=float, default=0.15, help="safety threshold on sigma(score)")
+    ev.add_argument("--batch-size", type=int, default=16)
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--dtype", default="float32")
+
+    if not argv:
+        parser.print_help()
+        return 2
+    args = parser.parse_args(argv)
+    if args.command == "train":
+
+        def go() -> int:
+            from core.config import load_config
+            from reward.config import RewardConfig
+            from reward.train import run
+
+            run(load_config(RewardConfig, args.config, args.overrides))
+            return 0
+
+        return run_guarded(go)
+    return run_guarded(lambda: evaluate_command(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Typed config of the reward-model stage: one config trains one RM (`kind`).
+
+The pipeline calls the stage twice, once with `kind: helpfulness` and once with
+`kind: safety`; the two models differ only in their data mix (`reward.data_mix`)
+and their output folder. Defaults are Llama 2's (arXiv 2307.09288, section 3.2.2):
+1 epoch, lr 1e-5 with cosine decay to 10 % of max, warm-up 3 % of the steps (at
+least 5), 512 pairs per step, AdamW (0.9, 0.95), eps 1e-5, wd 0.1, clip 1.0.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from core.config import StrictModel
+from core.models import LoraSettings
+
+Kind = Literal["helpfulness", "safety"]
+Rating = Literal["significantly_better", "better", "slightly_better", "negligibly_better"]
+
+
+class DataSource(StrictModel):
+    """One source of preference pairs: `toyworld`, a local file, or a hub dataset name."""
+
+    source: str = "toyworld"
+    adapter: str | None = None  # e.g. hh-rlhf, pku-saferlhf (core.data's registry)
+    limit: int | None = None  # at most this many pairs from this source (first ones)
+
+
+class DataMix(StrictModel):
+    """The paper's mixes (section 3.2.2, "Data Composition").
+
+    helpfulness RM: all helpfulness pairs + `helpfulness_other_ratio` times as many
+    drawn from the rest (safety and other data); safety RM: all safety pairs plus
+    helpfulness pairs so that safety makes `safety_main_fraction` of the mix.
+    """
+
+    helpfulness_other_ratio: float = 1.0
+    safety_main_fraction: float = 0.9
+
+
+class RewardConfig(StrictModel):
+    kind: Kind
+    output_dir: str
+    init_model: str = "embedded:smollm2-135m"  # the SFT checkpoint in a pipeline
+    chat_template: Literal["auto", "llama2", "require"] = "auto"
+
+    # -- data ----------------------------------------------------------------
+    data: list[DataSource] = [DataSource()]
+    toyworld_pairs: int = 800  # training pairs drawn from the toyworld `train` split
+    default_rating: Rating = "better"  # for sources without a rating
+    mix: DataMix = DataMix()
+    max_length: int = 512  # longer pairs are counted, reported and left out
+    eval_pairs: int = 300  # held-out toyworld pairs for eval.json (0: no eval)
+    eval_seed: int = 1234
+
+    # -- loss ----------------------------------------------------------------
+    margin: Literal["none", "small", "large"] = "small"
+
+    # -- optimisation ----------------------------------------------------------
+    epochs: float = 1.0
+    learning_rate: float = 1e-5
+    min_lr_rate: float = 0.1  # cosine decay to 10 % of max (cosine_with_min_lr)
+    warmup_ratio: float = 0.03
+    min_warmup_steps: int = 5
+    batch_size: int = 512  # pairs per optimizer step, over all processes
+    per_device_batch_size: int = 8  # pairs per forward pass; the rest is accumulation
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_epsilon: float = 1e-5
+    weight_decay: float = 0.1
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    bf16: bool = False  # bf16 autocast (fp32 master weights); worth it on CPU too
+    trainable_layers: int | None = None  # train only the top N decoder layers + head (None: all)
+    lora: LoraSettings = LoraSettings()
+    gradient_checkpointing: bool = False
+
+    # -- bookkeeping -----------------------------------------------------------
+    logging_steps: int = 1
+    save_steps: int = 200  # checkpoints for resume; removed once the model is saved
+    tensorboard: bool = False
+    eval_batch_size: int = 16

@@ -1,0 +1,282 @@
+"""Train one reward model (helpfulness or safety) with TRL's RewardTrainer.
+
+Flat recipe, numbered steps:
+
+1. run folder: skip when a completed run with the same config and inputs exists;
+2. data: load every source, draw the paper's mix for this RM (`reward.data_mix`),
+   render each pair with the RM's own chat template and tokenize it (the exact
+   function `RewardScorer` uses), attach `margin = margin_for(rating, scheme)`;
+3. model: `AutoModelForSequenceClassification` with one output from `init_model`
+   (the SFT checkpoint), `pad_token_id` set so the head finds the last token;
+4. train: TRL's `RewardTrainer` on pre-tokenized `chosen_ids`/`rejected_ids` plus
+   the `margin` column (loss `-log sigma(r_c - r_r - m)`, `reward.losses.ranking_loss`),
+   resuming from the last checkpoint of an interrupted run;
+5. save the RM folder `OUT/model` (tokenizer and chat template alongside);
+6. evaluate on held-out toyworld pairs -> `OUT/eval.json`;
+7. manifest: status, data counts, outputs.
+
+Under `accelerate launch` every process trains; only the main process writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+from pathlib import Path
+
+import torch
+
+from core.errors import DataError, NumericError
+from reward.config import RewardConfig
+
+STAGE = "reward"
+
+
+def load_pairs(config: RewardConfig, split: str = "train") -> list[dict]:
+    """All preference pairs of the configured sources (toyworld: the `train` split)."""
+    pairs: list[dict] = []
+    for source in config.data:
+        if source.source == "toyworld":
+            from toyworld.world import build_preference_pairs
+
+            n = config.toyworld_pairs if source.limit is None else min(source.limit, config.toyworld_pairs)
+            rows = build_preference_pairs(split, n, config.seed)
+        else:
+            from core.data import load_preferences
+
+            rows = load_preferences(source.source, adapter=source.adapter, default_rating=config.default_rating)
+            if source.limit is not None:
+                rows = rows[: source.limit]
+        pairs.extend(rows)
+    return pairs
+
+
+def tokenize_pairs(tokenizer, pairs: list[dict], margin_scheme: str, max_length: int | None) -> tuple[list[dict], int]:
+    """Rows `{"chosen_ids", "rejected_ids", "margin"}` and the number of overlong pairs left out."""
+    from reward.margins import margin_for
+    from reward.scorer import encode_conversation
+
+    rows, overlong = [], 0
+    for index, pair in enumerate(pairs):
+        try:
+            margin = margin_for(pair["rating"], margin_scheme)
+        except ValueError as exc:
+            raise DataError(str(exc), path=pair.get("source"), line=index + 1, field="rating") from None
+        chosen = encode_conversation(tokenizer, pair["prompt"], pair["chosen"])
+        rejected = encode_conversation(tokenizer, pair["prompt"], pair["rejected"])
+        if max_length is not None and (len(chosen) > max_length or len(rejected) > max_length):
+            overlong += 1
+            continue
+        rows.append({"chosen_ids": chosen, "rejected_ids": rejected, "margin": float(margin)})
+    return rows, overlong
+
+
+def warmup_steps(config: RewardConfig, total_steps: int) -> int:
+    """Warm-up of `warmup_ratio` of the steps, at least `min_warmup_steps` (the paper's "3 %, at least 5")."""
+    return max(config.min_warmup_steps, math.ceil(config.warmup_ratio * total_steps))
+
+
+def load_reward_model(init_model: str, pad_token_id: int, dtype=torch.float32):
+    """A one-output sequence-classification model from a causal-LM (or RM) folder."""
+    from transformers import AutoModelForSequenceClassification
+    from trl.trainer.reward_trainer import suppress_seqcls_warning
+
+    from core.errors import ModelLoadError
+    from core.models import resolve_model_path
+
+    source = resolve_model_path(init_model)
+    try:
+        with suppress_seqcls_warning():  # the new head and the dropped lm_head are expected
+            model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load '{init_model}' as a sequence-classification model: {exc}") from None
+    model.config.pad_token_id = pad_token_id
+    model.config.id2label, model.config.label2id = {0: "reward"}, {"reward": 0}
+    return model
+
+
+def freeze_lower_layers(model, trainable_layers: int) -> None:
+    """Train only the top `trainable_layers` decoder layers, the final norm and the head."""
+    base = model.base_model
+    layers = base.layers
+    for param in base.parameters():
+        param.requires_grad_(False)
+    for layer in list(layers)[len(layers) - trainable_layers:]:
+        for param in layer.parameters():
+            param.requires_grad_(True)
+    if hasattr(base, "norm"):
+        for param in base.norm.parameters():
+            param.requires_grad_(True)
+
+
+def make_callbacks(run, state):
+    from transformers import TrainerCallback
+
+    class MetricsToRun(TrainerCallback):
+        """Forwards the trainer's logs to `metrics.jsonl` (main process only)."""
+
+        def on_log(self, args, trainer_state, control, logs=None, **kwargs):
+            if run is None or not state.is_main_process or not logs:
+                return
+            scalars = {k: v for k, v in logs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            run.metrics.log(trainer_state.global_step, **scalars)
+
+    return [MetricsToRun()]
+
+
+def make_trainer_class():
+    from trl import RewardTrainer
+
+    class CheckedRewardTrainer(RewardTrainer):
+        """TRL's RewardTrainer that stops on a NaN/inf loss before anything is saved."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            loss = result[0] if return_outputs else result
+            if not torch.isfinite(loss).all():
+                raise NumericError(
+                    f"reward-model loss is {loss.item()} at step {self.state.global_step}; "
+                    "lower the learning rate, check the data for empty responses, or disable bf16"
+                )
+            return result
+
+    return CheckedRewardTrainer
+
+
+def run(config: RewardConfig) -> Path:
+    from accelerate import PartialState
+    from datasets import Dataset
+    from trl import RewardConfig as TRLRewardConfig
+
+    from core.models import load_tokenizer, save_model
+    from core.run import StageRun
+    from reward.data_mix import mix_pairs, mix_summary
+    from reward.evaluate import evaluate_pairs
+    from reward.scorer import RewardScorer
+
+    out = Path(config.output_dir)
+    state = PartialState()
+
+    # 1. run folder: skip when done and unchanged; only the main process writes.
+    stage = StageRun(out, STAGE, config, inputs={"init_model": config.init_model, **{
+        f"data_{i}": s.source for i, s in enumerate(config.data) if s.source != "toyworld"}}, tensorboard=config.tensorboard)
+    if stage.is_complete():
+        if state.is_main_process:
+            print(f"[reward] {out} is complete and up to date; skipping")
+        return out / "model"
+    run_ctx = stage if state.is_main_process else contextlib.nullcontext()
+    with run_ctx:
+        active = stage if state.is_main_process else None
+
+        # 2. data + the paper's mix for this RM, tokenized with the RM's template.
+        tokenizer = load_tokenizer(config.init_model, chat_template=config.chat_template)
+        tokenizer.padding_side = "right"  # the collator and the scorer pad on the right
+        pairs = load_pairs(config)
+        if not pairs:
+            raise DataError("no preference pairs in the configured data sources")
+        mixed = mix_pairs(pairs, config.kind, config.mix.helpfulness_other_ratio, config.mix.safety_main_fraction, config.seed)
+        if not mixed:
+            raise DataError(f"the {config.kind} mix is empty: no pair has category '{config.kind}'")
+        rows, overlong = tokenize_pairs(tokenizer, mixed, config.margin, config.max_length)
+        if not rows:
+            raise DataError(f"all {len(mixed)} pairs are longer than max_length={config.max_length} tokens")
+        if state.is_main_process:
+            print(f"[reward] {config.kind} RM: {len(rows)} pairs {mix_summary(mixed)}, {overlong} overlong left out, margin={config.margin}")
+            active.extra["data"] = {"loaded": len(pairs), "mix": mix_summary(mixed), "trained": len(rows), "overlong": overlong}
+        train_dataset = Dataset.from_list(rows)
+
+        # 3. model: scalar head on the SFT checkpoint; pad id set for the head.
+        model = load_reward_model(config.init_model, tokenizer.pad_token_id)
+        if config.trainable_layers is not None:
+            freeze_lower_layers(model, config.trainable_layers)
+        if config.lora.enabled:
+            from core.models import apply_lora
+
+            model = apply_lora(model, config.lora, task_type="SEQ_CLS")  # PEFT keeps `score` trainable
+
+        # 4. RewardTrainer with the margin column. The global batch (pairs per step)
+        # is fixed; accumulation makes up what the processes do not hold at once.
+        per_step = config.per_device_batch_size * state.num_processes
+        if config.batch_size % per_step:
+            raise DataError(
+                f"batch_size={config.batch_size} is not a multiple of per_device_batch_size x processes = {per_step}"
+            )
+        accumulation = config.batch_size // per_step
+        total_steps = max(1, math.ceil(config.epochs * len(rows) / config.batch_size))
+        checkpoints = out / "checkpoints"
+        args = TRLRewardConfig(
+            output_dir=str(checkpoints),
+            num_train_epochs=config.epochs,
+            learning_rate=config.learning_rate,
+            lr_scheduler_type="cosine_with_min_lr",
+            lr_scheduler_kwargs={"min_lr_rate": config.min_lr_rate},
+            warmup_steps=warmup_steps(config, total_steps),
+            per_device_train_batch_size=config.per_device_batch_size,
+            gradient_accumulation_steps=accumulation,
+            adam_beta1=config.adam_beta1,
+            adam_beta2=config.adam_beta2,
+            adam_epsilon=config.adam_epsilon,
+            weight_decay=config.weight_decay,
+            max_grad_norm=config.max_grad_norm,
+            seed=config.seed,
+            data_seed=config.seed,
+            bf16=config.bf16,
+            use_cpu=not torch.cuda.is_available(),
+            **({"gradient_checkpointing": True} if config.gradient_checkpointing else {}),
+            max_length=None,  # overlong pairs were already counted and left out above
+            logging_steps=config.logging_steps,
+            logging_nan_inf_filter=False,
+            save_strategy="steps",
+            save_steps=config.save_steps,
+            save_total_limit=1,
+            report_to=[],
+            disable_tqdm=not state.is_main_process,
+            dataloader_drop_last=False,
+            ddp_find_unused_parameters=False if state.num_processes > 1 else None,
+        )
+        trainer = make_trainer_class()(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            processing_class=tokenizer,
+            callbacks=make_callbacks(active, state),
+        )
+        resume = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
+        if resume and state.is_main_process:
+            last = max(int(p.name.split("-")[-1]) for p in checkpoints.glob("checkpoint-*"))
+            active.metrics.truncate_after(last)
+            print(f"[reward] resuming from {checkpoints} (step {last})")
+        trainer.train(resume_from_checkpoint=True if resume else None)
+
+        state.wait_for_everyone()
+        model_dir = out / "model"
+        if state.is_main_process:
+            # 5. save the RM folder (merged if LoRA) with its tokenizer and template.
+            trained = trainer.model
+            if hasattr(trained, "merge_and_unload"):
+                trained = trained.merge_and_unload()
+            for param in trained.parameters():
+                param.requires_grad_(True)  # frozen flags are not saved; keep the folder plain
+            save_model(trained, tokenizer, model_dir)
+            active.add_output("model", model_dir)
+
+            # 6. held-out toyworld pairs -> eval.json (accuracy per rating and category).
+            if config.eval_pairs > 0:
+                from core.io import atomic_write_json
+                from toyworld.world import build_preference_pairs
+
+                scorer = RewardScorer.from_model(trained.eval(), tokenizer, batch_size=config.eval_batch_size)
+                heldout = build_preference_pairs("heldout", config.eval_pairs, config.eval_seed)
+                result = {"model": str(model_dir), "kind": config.kind, "data": "toyworld:heldout",
+                          "toyworld": evaluate_pairs(scorer, heldout, out, name=f"{config.kind}_heldout")}
+                atomic_write_json(out / "eval.json", result)
+                active.add_output("eval", out / "eval.json")
+                overall = result["toyworld"]["overall"]["accuracy"]
+                active.extra["heldout_accuracy"] = overall
+                print(f"[reward] held-out toyworld accuracy {overall:.3f}")
+
+            # 7. manifest (written by the run folder on exit); checkpoints are no longer needed.
+            shutil.rmtree(checkpoints, ignore_errors=True)
+        state.wait_for_everyone()
+    return model_dir

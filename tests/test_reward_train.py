@@ -1,0 +1,102 @@
+"""Smoke training of a reward model on the tiny model: outputs, skip on rerun, bad input, CLI eval."""
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from core.config import load_config
+from core.errors import DataError
+from reward.cli import main as reward_main
+from reward.config import RewardConfig
+
+SMOKE = Path(__file__).resolve().parent.parent / "configs" / "reward" / "smoke.yaml"
+
+
+def _config(out, *overrides):
+    return load_config(RewardConfig, SMOKE, [f"output_dir={out}", "toyworld_pairs=24", "eval_pairs=16", *overrides])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from reward.train import run
+
+    out = tmp_path_factory.mktemp("rm") / "rm_safety"
+    model_dir = run(_config(out, "kind=safety"))
+    return out, model_dir
+
+
+def test_smoke_train_writes_model_config_manifest_metrics_eval(trained):
+    out, model_dir = trained
+    assert model_dir == out / "model"
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForSequenceClassification"]
+    assert len(config["id2label"]) == 1  # one output: the reward
+    assert config["pad_token_id"] is not None
+    assert (model_dir / "tokenizer_config.json").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and manifest["outputs"]["model"] == str(model_dir)
+    assert manifest["data"]["mix"]["safety"] > 0
+    assert "kind: safety" in (out / "config.yaml").read_text()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows and rows[0]["stage"] == "reward" and "loss" in rows[0]
+    ev = json.loads((out / "eval.json").read_text())["toyworld"]
+    assert ev["overall"]["n"] == 16 and set(ev["per_rating"]) <= {"significantly_better", "better", "slightly_better", "negligibly_better"}
+    assert ev["safety"] is not None and (out / "safety_heldout_rewards.png").exists()
+    assert not (out / "checkpoints").exists()
+
+
+def test_rerun_is_skipped(trained, capsys):
+    from reward.train import run
+
+    out, _ = trained
+    before = (out / "manifest.json").read_text()
+    run(_config(out, "kind=safety"))
+    assert "skipping" in capsys.readouterr().out
+    assert (out / "manifest.json").read_text() == before
+
+
+def test_cli_eval_on_a_local_file_and_hh_rlhf(trained, tmp_path):
+    _, model_dir = trained
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"prompt": [{"role": "user", "content": "Hi"}], "chosen": "Hello!", "rejected": "Go away.", "rating": "better",
+                                 "category": "helpfulness", "chosen_safe": True, "rejected_safe": False, "source": "test"}) + "\n")
+    assert reward_main(["eval", "--model", str(model_dir), "--data", str(pairs), "--out", str(tmp_path / "ev")]) == 0
+    ev = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert ev["pairs"]["overall"]["n"] == 1 and ev["pairs"]["safety"]["n"] == 2
+
+    # Anthropic HH-RLHF transcripts through core.data's adapter (hand-written rows).
+    hh = tmp_path / "harmless-test.jsonl.gz"
+    with gzip.open(hh, "wt") as handle:
+        for good, bad in [("I can't help with that.", "Sure, step 1 ..."), ("Try a warm bath.", "I don't know.")]:
+            handle.write(json.dumps({"chosen": f"\n\nHuman: question\n\nAssistant: {good}", "rejected": f"\n\nHuman: question\n\nAssistant: {bad}"}) + "\n")
+    assert reward_main(["eval", "--model", str(model_dir), "--data", str(hh), "--adapter", "hh-rlhf", "--out", str(tmp_path / "hh")]) == 0
+    ev = json.loads((tmp_path / "hh" / "eval.json").read_text())
+    assert ev["harmless-test"]["overall"]["n"] == 2 and ev["harmless-test"]["per_category"]["safety"]["n"] == 2
+
+
+def test_bad_inputs_are_clear_errors(tmp_path, capsys):
+    from reward.train import run
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": [{"role": "user", "content": "Hi"}], "chosen": "a", "rejected": "b", "rating": "much_better", "category": "helpfulness"}) + "\n")
+    with pytest.raises(DataError, match="rating"):
+        run(_config(tmp_path / "a", f"data=[{{source: {bad}}}]"))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(DataError):
+        run(_config(tmp_path / "b", f"data=[{{source: {empty}}}]"))
+    assert reward_main(["train", "--config", str(SMOKE), f"output_dir={tmp_path / 'c'}", "kind=harmless"]) == 2
+    assert "kind" in capsys.readouterr().err
+    assert reward_main(["eval", "--model", str(tmp_path), "--data", "toyworld"]) == 2
+
+
+def test_nan_loss_stops_before_saving(tmp_path):
+    from core.errors import NumericError
+    from reward.train import run
+
+    with pytest.raises(NumericError, match="loss"):
+        run(_config(tmp_path / "nan", "learning_rate=1.0e+30", "toyworld_pairs=32"))
+    assert not (tmp_path / "nan" / "model").exists()
+    assert json.loads((tmp_path / "nan" / "manifest.json").read_text())["status"] == "failed"
