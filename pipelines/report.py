@@ -107,7 +107,7 @@ def plot_rs(run_dir: Path, folders: list[Path], out: Path) -> Path | None:
 
 
 def _accuracy_by_rating(result: dict) -> dict | None:
-    for key in ("accuracy_by_rating", "by_rating"):
+    for key in ("per_rating", "accuracy_by_rating", "by_rating"):
         if isinstance(result.get(key), dict):
             return {rating: (value["accuracy"] if isinstance(value, dict) else value) for rating, value in result[key].items()}
     return None
@@ -152,7 +152,7 @@ def plot_gatt(run_dir: Path, folders: list[Path], out: Path) -> Path | None:
     drew = False
     for name, result in results:
         for which in ("before", "after"):
-            by_turn = (result.get(which) or {}).get("adherence_by_turn")
+            by_turn = (result.get("table") or {}).get(which) or (result.get(which) or {}).get("adherence_by_turn")
             if by_turn:
                 turns = sorted(by_turn, key=int)
                 axis.plot([int(t) for t in turns], [by_turn[t] for t in turns], marker="o", label=f"{name} {which}")

@@ -24,9 +24,9 @@ def make_run(root):
         for step in range(1, 5):
             run.metrics.log(step, rm_reward=0.1 * step, kl=0.01 * step, gold_helpfulness=0.5, gold_safety=0.9)
     with StageRun(root / "rm_safety", "reward", Cfg()) as run:
-        atomic_write_json(run.folder / "eval.json", {"accuracy_by_rating": {"significantly_better": 0.95, "better": 0.8, "slightly_better": 0.7, "negligibly_better": 0.55}})
+        atomic_write_json(run.folder / "eval.json", {"toyworld": {"per_rating": {"significantly_better": {"accuracy": 0.95, "n": 40}, "better": {"accuracy": 0.8, "n": 30}, "slightly_better": {"accuracy": 0.7, "n": 20}, "negligibly_better": {"accuracy": 0.55, "n": 30}}}})
     with StageRun(root / "gatt", "gatt", Cfg()) as run:
-        atomic_write_json(run.folder / "eval.json", {"before": {"adherence_by_turn": {"1": 1.0, "2": 0.5, "4": 0.1}}, "after": {"adherence_by_turn": {"1": 1.0, "2": 1.0, "4": 0.9}}})
+        atomic_write_json(run.folder / "eval.json", {"turns": [1, 2, 4], "table": {"before": {"1": 1.0, "2": 0.5, "4": 0.1}, "after": {"1": 1.0, "2": 1.0, "4": 0.9}}})
     atomic_write_json(root / "summary.json", {"versions": [
         {"version": "sft", "gold_helpfulness": 0.41, "gold_safety": 0.9, "false_refusal_rate_borderline": 0.1},
         {"version": "v1", "gold_helpfulness": 0.52, "gold_safety": 0.95, "xstest_safe_refusal": 0.2},
