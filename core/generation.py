@@ -5,10 +5,19 @@ left-padded into batches and sampled with the KV cache. Each batch is seeded
 with `seed + batch_index`, so a given batch gives the same samples whether it
 runs alone or in a longer call (which is what makes resumed sampling identical
 to uninterrupted sampling).
+
+Speed (see benchmarks/RESULTS.md, `python -m benchmarks generation`): decoding is
+dominated by the weight matrix products, so the one big lever on CPU is the
+precision the sampler runs in. `sampling_model(model, "bfloat16")` gives a bf16
+copy of a (possibly fp32, training) model for rollouts; next-token logits are
+still turned into probabilities in fp32 by `generate`. Sampling from the copy draws
+from the bf16 model's distribution, which is close to but not bit-identical with the
+fp32 one, so it is an opt-in of the calling stage, never a silent default.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -53,6 +62,44 @@ def response_mask_from_ids(response_ids: torch.Tensor, eos_token_id: int | list[
     # number of end-of-turn tokens strictly before each position
     eos_before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()
     return (eos_before == 0).float()
+
+
+def sampling_model(model, dtype: str | torch.dtype = "bfloat16", reuse=None):
+    """A copy of `model` in `dtype`, in eval mode, for sampling only (no gradients).
+
+    Training keeps its own (fp32) model; rollouts sample from the copy. Pass the copy
+    returned by the previous call as `reuse` to refresh it in place after the model
+    was updated (a parameter copy, no new allocation); a PEFT/LoRA model is merged
+    into a plain model first, so the copy samples exactly what the adapters say.
+    Returns `model` itself when it is already in `dtype` and `reuse` is None.
+    """
+    from core.models import DTYPES
+
+    target = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    source = model
+    if hasattr(model, "merge_and_unload"):  # PEFT: sample from the merged weights
+        source = _merged_copy(model)
+    if reuse is not None:
+        reuse_state = reuse.state_dict()
+        source_state = source.state_dict()
+        if reuse_state.keys() != source_state.keys():
+            raise ValueError("sampling_model(reuse=...) got a copy of a different model")
+        with torch.no_grad():
+            for name, tensor in reuse_state.items():
+                tensor.copy_(source_state[name])
+        return reuse.eval()
+    if source is model and next(model.parameters()).dtype == target:
+        return model
+    copied = source if source is not model else copy.deepcopy(model)
+    copied = copied.to(target).eval()
+    copied.requires_grad_(False)
+    return copied
+
+
+def _merged_copy(peft_model):
+    """A plain model with the active LoRA adapter merged in; `peft_model` is untouched."""
+    merged = copy.deepcopy(peft_model)
+    return merged.merge_and_unload()
 
 
 def _eos_ids(tokenizer, model) -> list[int]:

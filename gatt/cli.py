@@ -1,0 +1,93 @@
+"""`rlhf gatt` (and `python -m gatt`): run the stage, synthesise data only, or evaluate.
+
+    rlhf gatt run --config configs/gatt/quickstart.yaml [key=value ...]
+    rlhf gatt synthesize --config configs/gatt/quickstart.yaml [--out data.jsonl] [key=value ...]
+    rlhf gatt eval --model runs/gatt/sft/model [--baseline embedded:smollm2-135m] [--config ...] [--out DIR]
+
+`rlhf gatt --config ...` (no subcommand) is `run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from core.cli import run_guarded, stage_main
+from gatt.config import GattConfig
+
+SUBCOMMANDS = ("run", "synthesize", "eval")
+
+
+def _base_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", help="YAML config file (a preset under configs/gatt/)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, dotted for nested keys")
+    return parser
+
+
+def synthesize_main(argv: Sequence[str]) -> int:
+    parser = _base_parser("rlhf gatt synthesize", "Synthesise GAtt training data (learn-last SFT JSONL) with config.model.")
+    parser.add_argument("--out", help="output JSONL (default: OUTPUT_DIR/gatt_data.jsonl); counts go beside it as .stats.json")
+    args = parser.parse_args(argv)
+
+    def go() -> int:
+        from core.config import load_config
+        from core.io import atomic_write_json
+        from gatt.train import DATA, load_policy, synthesize_data
+
+        config = load_config(GattConfig, args.config, args.overrides)
+        out = Path(args.out) if args.out else Path(config.output_dir) / DATA
+        model, tokenizer = load_policy(config.model, config)
+        stats = synthesize_data(config, model, tokenizer, out)
+        atomic_write_json(out.with_suffix(".stats.json"), stats)
+        print(f"wrote {stats['n_examples']} examples to {out}: {stats['n_kept']} dialogues kept, {stats['n_dropped']} dropped "
+              f"(no adhering sample of K={config.synthesis.k}; dropped at turn {stats['dropped_at_turn']})")
+        return 0
+
+    return run_guarded(go)
+
+
+def eval_main(argv: Sequence[str]) -> int:
+    parser = _base_parser("rlhf gatt eval", "Adherence per turn to an instruction given once, on held-out instructions and dialogues.")
+    parser.add_argument("--model", required=True, help="the model to evaluate (reported as 'after' when --baseline is given)")
+    parser.add_argument("--baseline", help="a model to compare with (reported as 'before'), e.g. the model before GAtt")
+    parser.add_argument("--out", help="folder for eval.json and adherence.png (default: OUTPUT_DIR/eval)")
+    args = parser.parse_args(argv)
+
+    def go() -> int:
+        from core.config import load_config
+        from gatt.evaluate import EVAL_JSON, evaluate_models, table_markdown
+        from gatt.train import eval_cases, load_policy
+
+        config = load_config(GattConfig, args.config, args.overrides)
+        out = Path(args.out) if args.out else Path(config.output_dir) / "eval"
+        models = {}
+        if args.baseline:
+            models["before"] = (args.baseline, *load_policy(args.baseline, config))
+        models["after" if args.baseline else "model"] = (args.model, *load_policy(args.model, config))
+        report = evaluate_models(models, eval_cases(config), config.eval_position, config.eval.sampling, out, progress=config.progress)
+        print(table_markdown(report))
+        print(f"wrote {out / EVAL_JSON}")
+        return 0
+
+    return run_guarded(go)
+
+
+def run_main(argv: Sequence[str]) -> int:
+    from gatt.train import run
+
+    return stage_main(argv, "rlhf gatt run", "Ghost Attention: synthesise, fine-tune (last turn only), evaluate per turn.", GattConfig, run)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0 if argv else 2
+    command, rest = (argv[0], argv[1:]) if argv[0] in SUBCOMMANDS else ("run", argv)
+    return {"run": run_main, "synthesize": synthesize_main, "eval": eval_main}[command](rest)

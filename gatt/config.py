@@ -1,0 +1,115 @@
+"""The GAtt stage's one typed config (strict: unknown keys and wrong types are errors).
+
+Presets live in `configs/gatt/` (smoke, quickstart, gpu-demo). Overrides are
+dotted: `rlhf gatt run --config configs/gatt/quickstart.yaml synthesis.k=8`.
+
+Synthesis uses the `train` split of instructions and dialogues (toyworld's, or
+a JSONL of `{"messages": [...]}`); evaluation uses the `heldout` split, whose
+instructions are of the same kinds with different values.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import model_validator
+
+from core.config import StrictModel
+from core.generation import SamplingConfig
+from core.models import DType, LoraSettings
+from sft.config import TrainingSection
+
+Kind = Literal["hobby", "language", "figure", "upper", "end_marker", "prefix", "max_words"]
+Position = Literal["first_user", "system"]
+
+
+class InstructionsSection(StrictModel):
+    """Which instructions of the library (`toyworld.gatt_instructions`) to use."""
+
+    kinds: list[Kind] | None = None  # None: every kind; else only instructions made of these kinds
+    n_combined: int = 0  # random two-kind combinations added to the single instructions
+    seed: int = 0
+    short_probability: float = 0.3  # how often the trained turn-1 instruction is the short form
+
+
+class DialoguesSection(StrictModel):
+    source: str = "toyworld"  # or a JSONL file of {"messages": [...]} (assistant turns are re-sampled)
+    n: int = 60
+    n_turns: int = 4
+    seed: int = 0
+
+
+class RankingSection(StrictModel):
+    """How the best adhering sample of K is chosen.
+
+    reward_model: Llama 2's gated reward (reward.combine.llama2_reward) from the two
+    RMs below; gold: toyworld's gold helpfulness judge; shortest: the shortest
+    answer (a length heuristic); first: the first adhering sample.
+    """
+
+    by: Literal["reward_model", "gold", "shortest", "first"] = "gold"
+    helpfulness_rm: str | None = None
+    safety_rm: str | None = None
+    batch_size: int = 16
+
+    @model_validator(mode="after")
+    def _rms_given(self):
+        if self.by == "reward_model" and not (self.helpfulness_rm and self.safety_rm):
+            raise ValueError("ranking.by=reward_model needs ranking.helpfulness_rm and ranking.safety_rm")
+        return self
+
+
+class SynthesisSection(StrictModel):
+    k: int = 4  # samples per assistant turn; a turn with no adhering sample drops the dialogue
+    instruction_position: Position = "first_user"  # where the instruction stays in the trained data
+    # `last`: one example per dialogue, the last turn learned (the paper); `every_turn`:
+    # one example per prefix ending at turn t >= 2, each learning only its own last turn.
+    examples: Literal["last", "every_turn"] = "last"
+    sampling: SamplingConfig = SamplingConfig(max_new_tokens=32, temperature=0.8, batch_size=16)
+    ranking: RankingSection = RankingSection()
+
+
+class FinetuneSection(StrictModel):
+    """Passed to the SFT stage (sft.train.run) with data.learn=last; model and data are set by GAtt."""
+
+    training: TrainingSection = TrainingSection(epochs=2.0, batch_size=8, learning_rate=2e-5, max_length=1024)
+    lora: LoraSettings = LoraSettings()
+    merge_lora: bool = True
+
+
+class EvalSection(StrictModel):
+    """Adherence per turn on held-out instructions and dialogues, before and after."""
+
+    enabled: bool = True
+    dialogues_source: str = "toyworld"  # held-out dialogues: toyworld's `heldout` split or a JSONL
+    n_dialogues: int = 30
+    n_turns: int = 6
+    seed: int = 1234
+    n_combined: int = 0  # held-out two-kind combinations added to the single instructions
+    kinds: list[Kind] | None = None  # None: the same kinds as `instructions.kinds`
+    instruction_position: Position | None = None  # None: the same as synthesis
+    sampling: SamplingConfig = SamplingConfig(max_new_tokens=32, temperature=0.0, batch_size=16)
+
+
+class GattConfig(StrictModel):
+    model: str = "embedded:smollm2-135m"  # the current policy (the latest RLHF model in a pipeline)
+    output_dir: str = "runs/gatt"
+    dtype: DType = "float32"  # for sampling; training precision is finetune.training.dtype
+    device: str = "cpu"
+    chat_template: Literal["auto", "llama2", "require"] = "auto"
+    instructions: InstructionsSection = InstructionsSection()
+    dialogues: DialoguesSection = DialoguesSection()
+    synthesis: SynthesisSection = SynthesisSection()
+    finetune: FinetuneSection = FinetuneSection()
+    eval: EvalSection = EvalSection()
+    seed: int = 0
+    tensorboard: bool = False
+    progress: bool = True
+
+    @property
+    def eval_kinds(self) -> list[str] | None:
+        return self.eval.kinds if self.eval.kinds is not None else self.instructions.kinds
+
+    @property
+    def eval_position(self) -> str:
+        return self.eval.instruction_position or self.synthesis.instruction_position

@@ -1,0 +1,168 @@
+"""Stage 4, Ghost Attention: `run(config)` as a flat loop with numbered steps.
+
+Hand-written, because no public framework ships GAtt (Llama 2, section 3.3):
+
+1. run folder: skip a completed run with the same config and inputs;
+2. instructions and dialogues of the `train` split;
+3. synthesis with the current model (best of K adhering samples per turn; the
+   instruction kept in turn 1 only; `learn: last`), reused on resume;
+4. fine-tune with the SFT stage's own code (`sft.train.run`, `data.learn: last`);
+5. evaluation before and after on HELD-OUT instructions and dialogues:
+   adherence per turn, `eval.json` and `adherence.png`;
+6. manifest: outputs, synthesis counts (dropped dialogues included), the table.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from core.config import config_to_dict
+from core.errors import RLHFError
+from core.io import atomic_write_json, write_jsonl
+from core.models import load_causal_lm, load_tokenizer
+from core.run import StageRun
+from gatt.config import GattConfig
+from gatt.dialogues import load_dialogues
+from gatt.evaluate import EVAL_JSON, PLOT, evaluate_models, make_cases, table_markdown
+from gatt.instructions import assign_instructions, select_instructions
+from gatt.synthesize import Ranker, synthesize
+
+log = logging.getLogger("gatt")
+
+STAGE = "gatt"
+DATA = "gatt_data.jsonl"
+SYNTHESIS = "synthesis.json"
+
+
+# ---------------------------------------------------------------- helpers
+def stage_inputs(config: GattConfig) -> dict:
+    inputs = {"model": config.model}
+    for name, source in (("dialogues", config.dialogues.source), ("eval_dialogues", config.eval.dialogues_source)):
+        if source != "toyworld":
+            inputs[name] = source
+    for name in ("helpfulness_rm", "safety_rm"):
+        if getattr(config.synthesis.ranking, name):
+            inputs[name] = getattr(config.synthesis.ranking, name)
+    return inputs
+
+
+def synthesis_key(config: GattConfig) -> dict:
+    """What the synthesised data depends on (a resumed run reuses the data when it matches)."""
+    full = config_to_dict(config)
+    return {key: full[key] for key in ("model", "dtype", "chat_template", "instructions", "dialogues", "synthesis", "seed")}
+
+
+def load_policy(name: str, config: GattConfig):
+    tokenizer = load_tokenizer(name, chat_template=config.chat_template)
+    model = load_causal_lm(name, dtype=config.dtype, device=config.device)
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def synthesize_data(config: GattConfig, model, tokenizer, out_path: Path) -> dict:
+    """Steps 2-3: train-split instructions and dialogues -> learn-last SFT rows at `out_path`."""
+    ins = config.instructions
+    instructions = select_instructions("train", ins.seed, ins.n_combined, ins.kinds)
+    d = config.dialogues
+    dialogues, too_short = load_dialogues(d.source, "train", d.n, d.n_turns, d.seed)
+    dealt = assign_instructions(instructions, len(dialogues), config.seed)
+    ranker = Ranker(config.synthesis.ranking, device=config.device)
+    records, stats = synthesize(
+        model, tokenizer, dialogues, dealt, config.synthesis, ranker,
+        seed=config.seed, short_probability=ins.short_probability, progress=config.progress,
+    )
+    stats_dict = stats.to_dict() | {"dialogues_too_short": too_short, "n_instructions": len(instructions)}
+    write_jsonl(out_path, records)
+    log.info("GAtt synthesis: %s", stats.summary())
+    return stats_dict
+
+
+def sft_config(config: GattConfig, data_path: Path, output_dir: Path):
+    """The SFT stage's config: learn the last turn only; no toyworld gold eval (GAtt has its own)."""
+    from core.config import validate_config
+    from sft.config import SFTConfig
+
+    finetune = config_to_dict(config.finetune)
+    data = {
+        "model": {"name": config.model, "chat_template": config.chat_template},
+        "data": {"train": str(data_path), "learn": "last"},
+        "training": finetune["training"],
+        "lora": finetune["lora"],
+        "merge_lora": finetune["merge_lora"],
+        "eval": {"enabled": False},
+        "output_dir": str(output_dir),
+        "tensorboard": config.tensorboard,
+        "progress": config.progress,
+    }
+    return validate_config(SFTConfig, data, origin="gatt.finetune")
+
+
+def eval_cases(config: GattConfig):
+    """Held-out instructions (same kinds, other values) dealt to held-out dialogues."""
+    e = config.eval
+    instructions = select_instructions("heldout", e.seed, e.n_combined, config.eval_kinds)
+    dialogues, _ = load_dialogues(e.dialogues_source, "heldout", e.n_dialogues, e.n_turns, e.seed)
+    return make_cases(dialogues, instructions, e.seed)
+
+
+# ---------------------------------------------------------------- the stage
+def run(config: GattConfig) -> Path:
+    """Run the GAtt stage; returns the fine-tuned model folder (`OUT/sft/model`)."""
+    from sft.train import run as sft_run
+
+    out = Path(config.output_dir)
+    model_dir = out / "sft" / "model"
+
+    # 1. Run folder: skip a finished run with the same config and inputs.
+    stage = StageRun(out, STAGE, config, inputs=stage_inputs(config), tensorboard=config.tensorboard)
+    if stage.is_complete():
+        log.info("GAtt: %s is complete with the same config and inputs; skipping", out)
+        return model_dir
+    with stage as run_:
+        model, tokenizer = load_policy(config.model, config)
+
+        # 2-3. Instructions, dialogues and synthesis (reused if a stopped run already made them).
+        data_path, synthesis_path = out / DATA, out / SYNTHESIS
+        previous = read_json(synthesis_path)
+        if previous and previous.get("key") == synthesis_key(config) and data_path.is_file():
+            stats = previous["stats"]
+            log.info("GAtt: reusing the synthesised data in %s", data_path)
+        else:
+            stats = synthesize_data(config, model, tokenizer, data_path)
+            atomic_write_json(synthesis_path, {"key": synthesis_key(config), "stats": stats})
+        run_.add_output("data", data_path)
+        run_.extra["synthesis"] = stats
+        run_.metrics.log(0, **{f"synthesis/{k}": v for k, v in stats.items() if isinstance(v, (int, float))})
+        if stats["n_examples"] == 0:
+            raise RLHFError(f"GAtt synthesis kept no dialogue ({stats['n_dropped']} dropped): raise synthesis.k or use a model that follows the instructions when they are repeated")
+
+        # 4. Fine-tune with the SFT stage's code, learning the last assistant turn only.
+        trained_dir = sft_run(sft_config(config, data_path, out / "sft"))
+        run_.add_output("model", trained_dir)
+
+        # 5. Adherence per turn, before and after, on held-out instructions and dialogues.
+        if config.eval.enabled:
+            trained, trained_tokenizer = load_policy(str(trained_dir), config)
+            report = evaluate_models(
+                {"before": (config.model, model, tokenizer), "after": (str(trained_dir), trained, trained_tokenizer)},
+                eval_cases(config), config.eval_position, config.eval.sampling, out, progress=config.progress,
+            )
+            run_.add_output("eval", out / EVAL_JSON)
+            run_.add_output("plot", out / PLOT)
+            run_.extra["eval"] = {"table": report["table"], "gain": report.get("gain")}
+            for turn, gain in report.get("gain", {}).items():
+                run_.metrics.log(turn, **{"eval/before": report["table"]["before"][turn], "eval/after": report["table"]["after"][turn], "eval/gain": gain})
+            log.info("GAtt adherence per turn (held-out instructions, instruction given once):\n%s", table_markdown(report))
+        # 6. Manifest: written by StageRun on leaving this block.
+    return trained_dir
+
+
+def read_json(path: Path) -> dict | None:
+    import json
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None

@@ -1,0 +1,447 @@
+"""PPO under Llama 2's safety-gated reward: the stage loop.
+
+Written by hand because TRL removed its PPO trainer. The loop follows
+lm-human-preference-details / cleanrl (a flat loop with numbered steps and a typed
+rollout record) and Llama 2 (arXiv 2307.09288, section 3.2.3):
+
+    R(g | p) = WHITEN(LOGIT(R_c(g | p))) - β · KL(π_θ(g | p) ‖ π_0(g | p))
+    R_c = R_s if IS_SAFETY(p) or R_s < 0.15 else R_h
+
+The pure math is in `ppo/core.py` (unit-tested against hand-computed numbers), the
+gate in `reward/combine.py`, models in `ppo/models.py`, sharding and distributed sums
+in `ppo/rollout.py` (its docstring explains why an N-process run takes the same step
+as a one-process run), checkpoints in `ppo/checkpoint.py`.
+
+Outputs in `out_dir`: `model/` (the final, or best held-out, policy as a Hugging Face
+folder, LoRA merged), `checkpoints/`, `eval.json` (gold metrics on held-out prompts
+before and after), and the stage files (`config.yaml`, `manifest.json`,
+`metrics.jsonl`). A completed run is skipped; an interrupted one resumes from its last
+checkpoint to the same result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from tqdm.auto import tqdm
+
+from core.errors import DataError, NumericError, RLHFError
+from core.generation import generate_batch
+from core.io import atomic_write_json, read_jsonl
+from core.models import resolve_model_path, save_model
+from core.policy_eval import evaluate_policy, gold_metrics
+from core.run import StageRun
+from ppo.checkpoint import latest_checkpoint, load_best, load_checkpoint, save_best, save_checkpoint
+from ppo.config import PPOConfig
+from ppo.core import (
+    RunningMoments,
+    entropy_from_logits,
+    gae,
+    logit,
+    logprobs_from_logits,
+    per_token_rewards,
+    policy_loss,
+    value_loss,
+)
+from ppo.models import build_models
+from ppo.rollout import (
+    Rollout,
+    allreduce_gradients,
+    check_finite,
+    concat_chunks,
+    global_masked_whiten,
+    global_sum,
+    iteration_prompts,
+    micro_batches,
+    minibatch_rows,
+    model_inputs,
+    my_chunks,
+    response_slice,
+)
+from reward.combine import llama2_reward
+from reward.scorer import RewardScorer
+
+
+class RunInterrupted(RLHFError):
+    """Raised by `stop_after_iteration` (tests of resumption): the run stops as if killed."""
+
+
+# ------------------------------------------------------------------- inputs
+
+
+def load_prompts(source: str, split: str, n: int, seed: int) -> list[dict]:
+    """Toyworld prompts of `split`, or a JSONL file of Prompt records (all of it)."""
+    if source == "toyworld":
+        from toyworld.world import build_prompts
+
+        return build_prompts(split, n, seed)
+    rows = read_jsonl(source)
+    for line, row in enumerate(rows, start=1):
+        if not isinstance(row.get("messages"), list) or not row["messages"]:
+            raise DataError("expected a non-empty list of chat messages", path=source, line=line, field="messages")
+        if row.get("category") not in ("helpfulness", "safety"):
+            raise DataError("expected 'helpfulness' or 'safety'", path=source, line=line, field="category")
+    if not rows:
+        raise DataError("no prompts", path=source)
+    return rows
+
+
+# Settings that may change between a run and its resumption (they do not change the result).
+RESUMABLE_CHANGES = ("stop_after_iteration", "progress", "tensorboard", "iterations", "checkpoint_every")
+
+
+def resume_key(config: PPOConfig) -> dict:
+    """The config a checkpoint must have been made with to be resumed by this config."""
+    data = config.model_dump(mode="json")
+    for key in RESUMABLE_CHANGES:
+        data.pop(key, None)
+    return data
+
+
+def stage_inputs(config: PPOConfig) -> dict:
+    inputs = {
+        "policy": resolve_model_path(config.model.policy),
+        "helpfulness_rm": config.reward.helpfulness_model,
+        "safety_rm": config.reward.safety_model,
+    }
+    for name, source in (("prompts", config.data.prompts), ("heldout_prompts", config.data.heldout_prompts)):
+        if source != "toyworld":
+            inputs[name] = source
+    return inputs
+
+
+# ------------------------------------------------------------ small helpers
+
+
+def gated_reward(helpful: RewardScorer, safety: RewardScorer, prompts: list[dict], texts: list[str], threshold: float, where: str) -> torch.Tensor:
+    """(B,) R_c: both RMs on the full text (each with its own tokenizer), Llama 2's gate."""
+    messages = [p["messages"] for p in prompts]
+    r_h = helpful.score(messages, texts).prob.float()
+    r_s = safety.score(messages, texts).prob.float()
+    for name, probs in (("helpfulness RM score", r_h), ("safety RM score", r_s)):
+        if not torch.isfinite(probs).all():
+            raise NumericError(f"non-finite {name} at {where} (NaN or inf); the last checkpoint is left as it was")
+    is_safety = torch.tensor([p["category"] == "safety" for p in prompts], dtype=torch.bool)
+    return llama2_reward(r_s, r_h, is_safety, threshold=threshold)
+
+
+@torch.no_grad()
+def rollout_forwards(models, rollout: Rollout, micro: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """Step 3: (B, R) policy log-probs, reference log-probs, values; and the summed token entropy."""
+    n, width = rollout.response_ids.shape
+    logprobs, ref_logprobs, values = (torch.zeros(n, width) for _ in range(3))
+    entropy_sum = 0.0
+    for rows in micro_batches(n, micro):
+        part = rollout.select(rows)
+        inputs = model_inputs(part.query_ids, part.query_mask, part.response_ids, part.response_mask)
+        p_width, r = part.query_ids.shape[1], part.response_ids.shape[1]
+        logits = response_slice(models.policy_logits(*inputs), p_width).float() / temperature
+        logprobs[rows, :r] = logprobs_from_logits(logits, part.response_ids).cpu()
+        entropy_sum += float(entropy_from_logits(logits, part.response_mask)) * float(part.response_mask.sum())
+        del logits
+        ref = response_slice(models.reference_logits(*inputs), p_width).float() / temperature
+        ref_logprobs[rows, :r] = logprobs_from_logits(ref, part.response_ids).cpu()
+        del ref
+        values[rows, :r] = response_slice(models.values(*inputs), p_width).cpu()
+    device = rollout.response_ids.device
+    return logprobs.to(device), ref_logprobs.to(device), values.to(device), entropy_sum
+
+
+def global_explained_variance(accelerator, values, returns, mask) -> float:
+    """`ppo.core.explained_variance` over all processes' real tokens (population variances)."""
+    m = mask.bool()
+
+    def var(x):
+        s, c = global_sum(accelerator, x[m].double().sum(), m.sum())
+        (sq,) = global_sum(accelerator, ((x[m].double() - s / c) ** 2).sum())
+        return sq / c
+
+    var_returns = var(returns)
+    return math.nan if var_returns == 0 else 1.0 - var(returns - values) / var_returns
+
+
+def evaluate_heldout(models, tokenizer, heldout: list[dict], helpful, safety, config: PPOConfig) -> dict:
+    """Gold metrics (toyworld judges) and the RM reward R_c on held-out prompts.
+
+    Every process evaluates the whole held-out set with the same seeds and the same
+    weights, so all of them take the same early-stopping decision without talking.
+    """
+    metrics, responses = evaluate_policy(models.for_generation(), tokenizer, heldout, config.eval.sampling, progress=False)
+    r_c = gated_reward(helpful, safety, heldout, responses, config.reward.safety_threshold, "the held-out evaluation")
+    metrics["rm_reward"] = float(r_c.mean())
+    metrics["response_length_words"] = statistics.fmean(len(r.split()) for r in responses)
+    return metrics
+
+
+# --------------------------------------------------------------------- run
+
+
+def run(config: PPOConfig) -> Path:
+    accelerator = Accelerator()
+    out = Path(config.out_dir)
+    stage = StageRun(out, "ppo", config, inputs=stage_inputs(config), tensorboard=config.tensorboard)
+    complete = stage.is_complete()
+    accelerator.wait_for_everyone()  # every process reads the manifest before the main one rewrites it
+    if complete:
+        if accelerator.is_main_process:
+            print(f"ppo: {out} is complete with this config and these inputs; skipping")
+        return out / "model"
+    with stage if accelerator.is_main_process else contextlib.nullcontext():
+        train(config, accelerator, stage.metrics if accelerator.is_main_process else None)
+        if accelerator.is_main_process:
+            stage.add_output("model", out / "model")
+            stage.add_output("eval", out / "eval.json")
+    return out / "model"
+
+
+def train(config: PPOConfig, accelerator, metrics) -> None:
+    out = Path(config.out_dir)
+    ckpt_dir = out / "checkpoints"
+    main = accelerator.is_main_process
+    rank, world = accelerator.process_index, accelerator.num_processes
+    ppo, opt = config.ppo, config.optim
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+
+    # ---- setup: models, reward models, optimizer, data, sharding ----------------------
+    device = accelerator.device
+    models, tokenizer = build_models(config, device)
+    helpful = RewardScorer(config.reward.helpfulness_model, device=str(device), dtype=config.model.dtype, batch_size=config.reward.batch_size)
+    safety = RewardScorer(config.reward.safety_model, device=str(device), dtype=config.model.dtype, batch_size=config.reward.batch_size)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": list(models.policy_params.values()), "lr": opt.lr},
+            {"params": list(models.critic_params.values()), "lr": opt.critic_lr if opt.critic_lr is not None else opt.lr},
+        ],
+        betas=tuple(opt.betas), eps=opt.eps, weight_decay=opt.weight_decay,
+    )
+    prompts = load_prompts(config.data.prompts, "train", config.data.n_prompts, config.data.seed)
+    heldout = load_prompts(config.data.heldout_prompts, "heldout", config.data.n_heldout, config.data.seed)
+    n_chunks = ppo.batch_size // ppo.chunk_size
+    n_minibatches = ppo.batch_size // ppo.minibatch_size
+    if n_chunks % world:
+        raise RLHFError(f"ppo.batch_size / ppo.chunk_size = {n_chunks} rollout chunks cannot be shared by {world} processes")
+    chunk_ids = my_chunks(n_chunks, rank, world)
+    temperature = config.sampling.temperature if config.sampling.temperature > 0 else 1.0
+    score_moments = RunningMoments()
+    state = {"evals": [], "best_iteration": None, "best_reward": None, "evals_since_best": 0, "stopped": False}
+    keep_best = config.eval.keep_best and config.eval.every > 0
+
+    def held_out_eval(iteration: int) -> dict:
+        result = {"iteration": iteration, **evaluate_heldout(models, tokenizer, heldout, helpful, safety, config)}
+        state["evals"].append(result)
+        if state["best_reward"] is None or result["rm_reward"] > state["best_reward"]:
+            state.update(best_iteration=iteration, best_reward=result["rm_reward"], evals_since_best=0)
+            if keep_best:
+                save_best(accelerator, ckpt_dir, iteration, models)
+        else:
+            state["evals_since_best"] += 1
+        if config.eval.patience is not None and config.eval.every > 0 and state["evals_since_best"] >= config.eval.patience:
+            state["stopped"] = True
+        return result
+
+    # ---- resume, or evaluate the starting policy -------------------------------------
+    start = 0
+    latest = latest_checkpoint(ckpt_dir)
+    accelerator.wait_for_everyone()
+    if latest is not None:
+        saved = json.loads((latest / "state.json").read_text(encoding="utf-8"))
+        if saved.get("config") != resume_key(config):
+            theirs, ours = saved.get("config") or {}, resume_key(config)
+            differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+            raise RLHFError(
+                f"{latest} was written by a run with another config (sections that differ: {', '.join(differ)}); "
+                "use a new out_dir, or delete its checkpoints/ to start over"
+            )
+        saved = load_checkpoint(accelerator, latest, models, optimizer)
+        start = saved["iteration"]
+        score_moments.load_state_dict(saved["score_moments"])
+        state.update({key: saved[key] for key in state})
+        if main:
+            metrics.truncate_after(start)
+            print(f"ppo: resuming from {latest} (iteration {start})")
+    else:
+        if main:
+            metrics.truncate_after(-1)  # rows of an earlier attempt that died before its first checkpoint
+        before = held_out_eval(0)
+        if main:
+            metrics.log(0, **{f"heldout_{k}": v for k, v in before.items() if k != "iteration"})
+
+    # ---- the loop ------------------------------------------------------------------
+    iteration = start
+    remaining = range(start + 1, config.iterations + 1) if not state["stopped"] else range(0)  # stopped early before the kill
+    bar = tqdm(remaining, initial=start, total=config.iterations, desc="ppo", disable=not (main and config.progress))
+    for iteration in bar:
+        times = {}
+        t0 = time.perf_counter()
+
+        # 1. Roll out: this process's chunks of the global batch, each sampled in one
+        #    left-padded batch with the KV cache, seeded by its global chunk index.
+        batch_prompts = iteration_prompts(prompts, ppo.batch_size, iteration, config.data.seed)
+        chunks = [batch_prompts[c * ppo.chunk_size:(c + 1) * ppo.chunk_size] for c in chunk_ids]
+        generations = [
+            generate_batch(models.for_generation(), tokenizer, [p["messages"] for p in chunk], config.sampling,
+                           seed=config.sampling.seed + (iteration - 1) * n_chunks + c)
+            for c, chunk in zip(chunk_ids, chunks)
+        ]
+        rollout = concat_chunks(generations, chunks, chunk_ids, ppo.chunk_size, tokenizer.pad_token_id)
+        times["generate"] = time.perf_counter() - t0
+
+        # 2. Score: R_c from both RMs and the gate; LOGIT; WHITEN with statistics of
+        #    the whole global batch (scores gathered from every process first).
+        t = time.perf_counter()
+        rollout.rm_reward = gated_reward(helpful, safety, rollout.prompts, rollout.texts, config.reward.safety_threshold, f"iteration {iteration}").to(device)
+        raw_score = logit(rollout.rm_reward)
+        all_raw = accelerator.gather(raw_score) if world > 1 else raw_score
+        if ppo.score_whitening == "running":
+            score_moments.update(all_raw)
+            rollout.scores = score_moments.whiten(raw_score).float()
+            whiten_mean, whiten_std = score_moments.mean, score_moments.std
+        elif ppo.score_whitening == "batch":
+            whiten_mean, whiten_std = float(all_raw.double().mean()), float(all_raw.double().std())
+            rollout.scores = ((raw_score - whiten_mean) / math.sqrt(whiten_std**2 + 1e-8)).float()
+        else:
+            whiten_mean, whiten_std = 0.0, 1.0
+            rollout.scores = raw_score.float()
+        check_finite(accelerator, "reward", iteration, rollout.scores)
+        times["score"] = time.perf_counter() - t
+
+        # 3. Log-probs of the policy and the reference, values of the critic.
+        t = time.perf_counter()
+        rollout.logprobs, rollout.ref_logprobs, rollout.values, entropy_sum = rollout_forwards(models, rollout, ppo.micro_batch_size, temperature)
+        mask = rollout.response_mask
+
+        # 4. Per-token KL penalty against π0; the score is added at the last response token.
+        rollout.rewards, rollout.kl = per_token_rewards(rollout.scores, rollout.logprobs, rollout.ref_logprobs, mask, ppo.beta, ppo.kl_estimator)
+        check_finite(accelerator, "per-token reward", iteration, torch.where(mask.bool(), rollout.rewards, 0.0))
+
+        # 5. GAE; returns = advantages + values; advantages whitened over the global batch.
+        advantages, rollout.returns = gae(rollout.rewards, rollout.values, mask, ppo.gamma, ppo.lam)
+        rollout.advantages = global_masked_whiten(accelerator, advantages, mask) if ppo.whiten_advantages else advantages
+        times["forward"] = time.perf_counter() - t
+
+        # 6. PPO epochs over minibatches: clipped policy loss, clipped value loss,
+        #    ONE optimizer step per minibatch. Losses are weighted by each part's
+        #    share of the minibatch's global token count; gradients are summed over
+        #    processes, so the step is the global token mean whatever the process count.
+        t = time.perf_counter()
+        step_stats = []
+        for epoch in range(ppo.ppo_epochs):
+            for rows in minibatch_rows(len(chunk_ids), ppo.chunk_size, n_minibatches, chunk_ids, config.seed, iteration, epoch):
+                minibatch = rollout.select(rows)
+                (n_tokens,) = global_sum(accelerator, minibatch.response_mask.sum())
+                sums = dict.fromkeys(("pg_loss", "vf_loss", "clipfrac", "approx_kl", "vf_clipfrac"), 0.0)
+                for micro in micro_batches(len(minibatch), ppo.micro_batch_size):
+                    part = minibatch.select(micro)
+                    weight = float(part.response_mask.sum()) / n_tokens
+                    inputs = model_inputs(part.query_ids, part.query_mask, part.response_ids, part.response_mask)
+                    p_width = part.query_ids.shape[1]
+                    logits = response_slice(models.policy_logits(*inputs), p_width).float() / temperature
+                    new_logprobs = logprobs_from_logits(logits, part.response_ids)
+                    del logits
+                    pg_loss, pg_stats = policy_loss(new_logprobs, part.logprobs, part.advantages, part.response_mask, ppo.clip)
+                    (pg_loss * weight).backward()
+                    new_values = response_slice(models.values(*inputs), p_width)
+                    vf_loss, vf_stats = value_loss(new_values, part.values, part.returns, part.response_mask, ppo.value_clip)
+                    (ppo.vf_coef * vf_loss * weight).backward()
+                    for key, value in (("pg_loss", pg_loss), ("vf_loss", vf_loss), ("clipfrac", pg_stats["clipfrac"]),
+                                       ("approx_kl", pg_stats["approx_kl"]), ("vf_clipfrac", vf_stats["vf_clipfrac"])):
+                        sums[key] += float(value.detach()) * weight
+                check_finite(accelerator, "loss", iteration, torch.tensor(list(sums.values())))
+                allreduce_gradients(accelerator, models.trainable())
+                norms = {}
+                for name, params in (("policy", list(models.policy_params.values())), ("critic", list(models.critic_params.values()))):
+                    max_norm = opt.grad_clip if opt.grad_clip is not None else float("inf")
+                    norms[f"grad_norm_{name}"] = torch.nn.utils.clip_grad_norm_(params, max_norm)
+                check_finite(accelerator, "gradient", iteration, *norms.values())
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                reduced = global_sum(accelerator, *sums.values())
+                step_stats.append({**dict(zip(sums, reduced)), **{k: float(v) for k, v in norms.items()}})
+        times["train"] = time.perf_counter() - t
+
+        # 7. Log (global means over every process's share of the batch).
+        all_prompts = gather_object(rollout.prompts) if world > 1 else rollout.prompts
+        all_texts = gather_object(rollout.texts) if world > 1 else rollout.texts
+        gold = gold_metrics(all_prompts, all_texts)
+        n_seq, rm_sum, raw_sum, len_sum, kl_sum, kl_tok_sum, ent_sum, n_tok, score_sum, value_sum, ret_sum = global_sum(
+            accelerator, len(rollout), rollout.rm_reward.sum(), raw_score.sum(), mask.sum(), rollout.kl.sum(),
+            rollout.kl.sum(), entropy_sum, mask.sum(), rollout.scores.sum(),
+            torch.where(mask.bool(), rollout.values, 0.0).sum(), torch.where(mask.bool(), rollout.returns, 0.0).sum(),
+        )
+        row = {
+            "rm_reward": rm_sum / n_seq,
+            "score_logit": raw_sum / n_seq,
+            "score_whitened": score_sum / n_seq,
+            "whiten_mean": whiten_mean,
+            "whiten_std": whiten_std,
+            "kl": kl_sum / n_seq,  # sequence KL(π‖π0), summed over tokens
+            "kl_per_token": kl_tok_sum / n_tok,
+            "non_score_reward": -ppo.beta * kl_sum / n_seq,
+            "entropy": ent_sum / n_tok,
+            "response_length": len_sum / n_seq,
+            "value_mean": value_sum / n_tok,
+            "return_mean": ret_sum / n_tok,
+            "explained_variance": global_explained_variance(accelerator, rollout.values, rollout.returns, mask),
+            **{key: statistics.fmean(s[key] for s in step_stats) for key in step_stats[0]},
+            "gold_helpfulness": gold["gold_helpfulness"],
+            "gold_safety": gold["gold_safety"],
+            "gold_combined": gold["gold_combined"],
+            "lr": opt.lr,
+            **{f"time_{k}": v for k, v in times.items()},
+            "time_total": time.perf_counter() - t0,
+        }
+        if config.eval.every > 0 and (iteration % config.eval.every == 0 or iteration == config.iterations):
+            row.update({f"heldout_{k}": v for k, v in held_out_eval(iteration).items() if k != "iteration"})
+        if main:
+            metrics.log(iteration, **row)
+            bar.set_postfix(reward=f"{row['rm_reward']:.3f}", kl=f"{row['kl']:.3f}")
+
+        # Checkpoint (after every check of this iteration has passed).
+        if iteration % config.checkpoint_every == 0 or iteration == config.iterations or state["stopped"]:
+            save_checkpoint(accelerator, ckpt_dir, iteration, models, optimizer, {
+                **state,
+                "score_moments": score_moments.state_dict(),
+                "config": resume_key(config),
+                "data": {"seed": config.data.seed, "n_prompts": len(prompts), "next_position": iteration * ppo.batch_size},
+            })
+        if config.stop_after_iteration is not None and iteration == config.stop_after_iteration:
+            raise RunInterrupted(f"stopped after iteration {iteration} (stop_after_iteration); rerun to resume")
+        if state["stopped"]:
+            if main:
+                print(f"ppo: early stop at iteration {iteration}: no better held-out reward in {config.eval.patience} evaluations")
+            break
+    bar.close()
+
+    # ---- outputs: the policy (best or final), eval.json -----------------------------
+    final_iteration = iteration
+    if keep_best and state["best_iteration"] is not None and state["best_iteration"] != final_iteration:
+        load_best(ckpt_dir, state["best_iteration"], models)
+        chosen = state["best_iteration"]
+    else:
+        chosen = final_iteration
+    evals = {e["iteration"]: e for e in state["evals"]}
+    after = evals.get(chosen) or {"iteration": chosen, **evaluate_heldout(models, tokenizer, heldout, helpful, safety, config)}
+    if main:
+        save_model(models.merged_policy(), tokenizer, out / "model")
+        atomic_write_json(out / "eval.json", {
+            "before": evals[0],
+            "after": after,
+            "policy_iteration": chosen,
+            "last_iteration": final_iteration,
+            "stopped_early": state["stopped"],
+            "heldout": {"source": config.data.heldout_prompts, "n": len(heldout)},
+            "history": state["evals"],
+        })
+    accelerator.wait_for_everyone()

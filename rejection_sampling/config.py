@@ -1,0 +1,99 @@
+"""The rejection-sampling stage's one typed config (strict: unknown keys and wrong types are errors).
+
+Presets live in `configs/rs/` (smoke, quickstart, gpu-demo, paper-like). Every
+field can be overridden from the command line, dotted for nested keys:
+
+    python -m rejection_sampling --config configs/rs/quickstart.yaml k=16 temperature=1.2 \\
+        pool_dirs='[runs/x/v1/rs, runs/x/v2/rs]' finetune.epochs=1
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import model_validator
+
+from core.config import StrictModel
+from core.generation import SamplingConfig
+from core.models import LoraSettings
+from sft.config import TrainingSection
+
+
+class PromptsSection(StrictModel):
+    # `toyworld` builds toyworld's train-split prompts; otherwise a local JSONL file
+    # of Prompt records `{"messages", "category", "id"}` (category is IS_SAFETY(p)).
+    source: str = "toyworld"
+    n: int | None = 80  # toyworld prompts built, or the first N rows of the file (None: all)
+    seed: int = 0
+
+
+class EvalSection(StrictModel):
+    enabled: bool = True
+    n_prompts: int = 120  # held-out toyworld prompts, the same before and after
+    seed: int = 0
+    # Greedy by default: the before/after difference is then the models', not the dice's.
+    sampling: SamplingConfig = SamplingConfig(max_new_tokens=48, temperature=0.0, batch_size=16)
+
+
+class RSConfig(StrictModel):
+    # The policy that samples (the latest model), and the checkpoint that is fine-tuned
+    # on the pooled best answers. Llama 2 restarted each version's fine-tune from the
+    # SFT / previous model rather than continuing from the sampler; None means the
+    # policy itself.
+    policy: str = "embedded:smollm2-135m"
+    init_model: str | None = None
+    helpful_rm: str = "runs/dev/rm_helpful/model"
+    safety_rm: str = "runs/dev/rm_safety/model"
+    safety_threshold: float = 0.15  # Llama 2's gate: R_s if IS_SAFETY(p) or R_s < 0.15 else R_h
+
+    prompts: PromptsSection = PromptsSection()
+    iteration: int = 1  # RLHF version V<iteration>; in every sample's provenance and its seed
+    k: int = 8  # samples per prompt
+    temperature: float = 1.0  # per iteration (the paper's best T drifts up, ~1.2-1.3 late)
+    top_p: float = 1.0
+    max_new_tokens: int = 40
+    batch_size: int = 16  # sequences per generate() call
+    shard_size: int = 10  # prompts per shard file (a killed run loses at most one shard)
+    seed: int = 0
+    max_shards: int | None = None  # stop sampling after this many shards (None: all); for tests/budgets
+
+    # Sample folders of earlier iterations (a stage folder holding samples/, or the
+    # samples/ folder itself); the best answer per prompt id is chosen over them all.
+    pool_dirs: list[str] = []
+    # Earlier samples were scored by earlier reward models; re-score them with this
+    # iteration's RMs so that every candidate is ranked on the same scale (scores
+    # are only re-computed for samples whose recorded RM hashes differ).
+    rescore_pool: bool = True
+    # Keep a pooled winner only if its reward is at least this (None: keep all).
+    min_reward: float | None = None
+
+    rm_batch_size: int = 16
+    rm_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # policy weights while sampling
+    device: str = "cpu"
+
+    finetune_enabled: bool = True
+    finetune: TrainingSection = TrainingSection(learning_rate=1e-5, epochs=2.0, batch_size=8, max_length=512, save_steps=1000)
+    lora: LoraSettings = LoraSettings()
+
+    eval: EvalSection = EvalSection()
+    output_dir: str = "runs/rs"
+    tensorboard: bool = False
+    progress: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> RSConfig:
+        for name in ("k", "shard_size", "batch_size", "max_new_tokens", "rm_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            raise ValueError("temperature must be > 0: rejection sampling needs K different samples (greedy gives K copies)")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.iteration < 0:
+            raise ValueError(f"iteration must be >= 0, got {self.iteration}")
+        return self
+
+    @property
+    def start_model(self) -> str:
+        return self.init_model or self.policy

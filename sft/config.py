@@ -1,0 +1,88 @@
+"""The SFT stage's one typed config (strict: unknown keys and wrong types are errors).
+
+Presets live in `configs/sft/` (smoke, quickstart, llama2-7b). Every field can be
+overridden from the command line, dotted for nested keys:
+
+    python -m sft --config configs/sft/quickstart.yaml training.epochs=1 data.train=my.jsonl
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from core.config import StrictModel
+from core.generation import SamplingConfig
+from core.models import LoraSettings
+
+
+class ModelSection(StrictModel):
+    name: str = "embedded:smollm2-135m"  # embedded name, local folder or hub id
+    chat_template: Literal["auto", "llama2", "require"] = "auto"  # see core.chat.ensure_chat_template
+    trust_remote_code: bool = False
+    allow_pickle_weights: bool = False
+
+
+class DataSection(StrictModel):
+    # `toyworld` builds toyworld's train-split demonstrations; otherwise a local
+    # JSONL/JSON/Parquet/CSV file of `{"messages": [...]}` rows, or a hub dataset
+    # name (with `adapter` to map a public format onto `messages`).
+    train: str = "toyworld"
+    adapter: str | None = None
+    toyworld_n: int = 300  # demonstrations built when train == "toyworld"
+    toyworld_seed: int = 0
+    # `all`: every assistant turn is learned (plain SFT); `last`: only the last one
+    # (Ghost Attention zeroes the loss on all earlier turns).
+    learn: Literal["all", "last"] = "all"
+    # What to do with a conversation that cannot be learned (no assistant turn,
+    # an empty answer, longer than training.max_length): `skip` drops it but counts
+    # it and names the first offending row in the log, data_report.json, the
+    # manifest and metrics.jsonl; `error` stops before anything is trained.
+    on_bad_example: Literal["skip", "error"] = "skip"
+    max_examples: int | None = None  # keep the first N usable rows (None: all)
+
+
+class TrainingSection(StrictModel):
+    learning_rate: float = 2e-5
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = 0.03  # fraction of the optimizer steps
+    weight_decay: float = 0.1
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    max_grad_norm: float = 1.0
+    epochs: float = 2.0
+    max_steps: int = -1  # > 0 overrides epochs
+    batch_size: int = 8  # per device, in examples (in packed rows when packing)
+    gradient_accumulation_steps: int = 1
+    max_length: int = 4096  # tokens; longer conversations are bad examples (never truncated)
+    # Pack several conversations into rows of max_length tokens (the paper concatenated
+    # prompts and answers to fill its 4096-token sequences). Each conversation keeps its
+    # end-of-turn token as the separator; position ids restart per conversation so
+    # attention stays inside each one, and prompt tokens keep label -100.
+    packing: bool = False
+    # float32, or bfloat16 mixed precision (fp32 master weights, bf16 autocast; the
+    # 2-core CPU box does bf16 matmuls ~2.8x faster than fp32).
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    logging_steps: int = 1
+    save_steps: int = 50  # checkpoints in OUT/checkpoints, resumed after a kill
+    save_total_limit: int = 2
+
+
+class EvalSection(StrictModel):
+    enabled: bool = True
+    n_prompts: int = 80  # held-out toyworld prompts, same ones before and after
+    seed: int = 0
+    sampling: SamplingConfig = SamplingConfig(max_new_tokens=48, temperature=0.0, batch_size=8)
+
+
+class SFTConfig(StrictModel):
+    model: ModelSection = ModelSection()
+    data: DataSection = DataSection()
+    training: TrainingSection = TrainingSection()
+    lora: LoraSettings = LoraSettings()
+    merge_lora: bool = True  # save OUT/model merged; false keeps a PEFT adapter folder
+    eval: EvalSection = EvalSection()
+    output_dir: str = "runs/sft"
+    tensorboard: bool = False
+    progress: bool = True  # tqdm bars

@@ -1,0 +1,206 @@
+"""SFT data: load conversations, check them, tokenize with answer-only labels, report.
+
+Pipeline (each step a small function):
+
+1. `load_conversations`: rows from toyworld, a local JSONL file (with line numbers),
+   or any other source through `core.data.load_sft` (JSON/Parquet/CSV, hub
+   datasets, adapters). Malformed rows (no `messages`, a message without a
+   `role`/`content` string, an unknown role) are a `DataError` naming the file,
+   the line and the field: that is broken input, not a bad example.
+2. `prepare_examples`: tokenizes every conversation with
+   `core.chat.tokenize_conversation` (labels -100 everywhere but the learned
+   answers and their end-of-turn token) and sorts out the examples that cannot
+   be learned: no assistant turn, an empty answer, longer than `max_length`
+   (never truncated: a cut answer would teach the model to stop mid-sentence),
+   or no learned token at all. Each reason is counted with its first offending
+   row; with `on_bad_example: error` the first one is a `DataError`.
+3. The `DataReport` goes to the log, `data_report.json`, the manifest and
+   `metrics.jsonl` (see `sft.train`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from core.chat import IGNORE_INDEX, tokenize_conversation
+from core.errors import DataError
+
+log = logging.getLogger("sft")
+
+ROLES = ("system", "user", "assistant")
+BAD_REASONS = ("no_assistant_turn", "empty_answer", "too_long", "no_learned_tokens")
+
+
+@dataclass
+class Conversation:
+    messages: list[dict]
+    ref: str  # where it came from, e.g. "data/sft.jsonl:12" or "toyworld[3]"
+
+
+@dataclass
+class BadExamples:
+    count: int = 0
+    first: str | None = None  # reference of the first offending row
+    detail: str | None = None  # what was wrong with it
+
+
+@dataclass
+class DataReport:
+    source: str
+    n_rows: int = 0
+    n_kept: int = 0
+    n_skipped: int = 0
+    bad: dict[str, BadExamples] = field(default_factory=lambda: {reason: BadExamples() for reason in BAD_REASONS})
+    n_tokens: int = 0
+    n_learned_tokens: int = 0
+    max_tokens: int = 0
+    max_length: int = 0
+    learn: str = "all"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def metrics(self) -> dict:
+        """Flat numbers for metrics.jsonl."""
+        row = {
+            "data/n_rows": self.n_rows,
+            "data/n_kept": self.n_kept,
+            "data/n_skipped": self.n_skipped,
+            "data/n_tokens": self.n_tokens,
+            "data/n_learned_tokens": self.n_learned_tokens,
+        }
+        row.update({f"data/bad_{reason}": bad.count for reason, bad in self.bad.items()})
+        return row
+
+    def summary(self) -> str:
+        text = f"{self.source}: {self.n_rows} conversations, {self.n_kept} kept, {self.n_skipped} skipped"
+        for reason, bad in self.bad.items():
+            if bad.count:
+                text += f"; {reason}: {bad.count} (first: {bad.first}: {bad.detail})"
+        return text
+
+
+# ---------------------------------------------------------------- 1. loading
+def validate_messages(messages: object, path: object = None, line: int | None = None) -> list[dict]:
+    """Schema check of one row's `messages`; a violation is a DataError naming file, line, field."""
+    if not isinstance(messages, list) or not messages:
+        raise DataError("'messages' must be a non-empty list of {role, content} objects", path=path, line=line, field="messages")
+    for index, message in enumerate(messages):
+        where = f"messages[{index}]"
+        if not isinstance(message, dict):
+            raise DataError("expected an object with 'role' and 'content'", path=path, line=line, field=where)
+        if message.get("role") not in ROLES:
+            raise DataError(f"role must be one of {', '.join(ROLES)}, got {message.get('role')!r}", path=path, line=line, field=f"{where}.role")
+        if not isinstance(message.get("content"), str):
+            raise DataError("content must be a string", path=path, line=line, field=f"{where}.content")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def load_conversations(source: str, adapter: str | None = None, toyworld_n: int = 300, toyworld_seed: int = 0) -> list[Conversation]:
+    if source == "toyworld":
+        from toyworld.world import build_sft_examples
+
+        rows = build_sft_examples("train", toyworld_n, toyworld_seed)
+        return [Conversation(validate_messages(row["messages"], "toyworld", i), f"toyworld[{i}]") for i, row in enumerate(rows)]
+    path = Path(source).expanduser()
+    if path.suffix == ".jsonl" and adapter is None and path.is_file():
+        from core.io import iter_jsonl
+
+        conversations = []
+        for line, row in iter_jsonl(path):
+            if "messages" not in row:
+                raise DataError("missing field", path=path, line=line, field="messages")
+            conversations.append(Conversation(validate_messages(row["messages"], path, line), f"{path}:{line}"))
+        if not conversations:
+            raise DataError("no conversations in the file", path=path)
+        return conversations
+    # Other formats, hub datasets and adapters: the shared loader (it validates the schema).
+    try:
+        from core.data import load_sft
+    except ImportError as exc:  # pragma: no cover - core.data is part of the package
+        raise DataError(f"cannot read {source}: core.data is not available ({exc})") from None
+    rows = load_sft(source, adapter=adapter)
+    return [Conversation(validate_messages(row["messages"], source, None), f"{source}[row {i}]") for i, row in enumerate(rows)]
+
+
+# ---------------------------------------------------------------- 2. checking and tokenizing
+def problem_before_tokenizing(messages: list[dict], learn: str) -> tuple[str, str] | None:
+    """(reason, detail) for a conversation that cannot be learned whatever the tokenizer."""
+    assistant = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    if not assistant:
+        return "no_assistant_turn", "the conversation has no assistant turn"
+    learned = assistant[-1:] if learn == "last" else assistant
+    for index in learned:
+        if not messages[index]["content"].strip():
+            return "empty_answer", f"messages[{index}] (assistant) is empty"
+    return None
+
+
+def prepare_examples(
+    conversations: list[Conversation],
+    tokenizer,
+    max_length: int,
+    learn: str = "all",
+    on_bad_example: str = "skip",
+    source: str = "",
+    max_examples: int | None = None,
+) -> tuple[list[dict], DataReport]:
+    """Tokenized examples `{"input_ids", "labels"}` and the report of what was left out."""
+    report = DataReport(source=source, max_length=max_length, learn=learn)
+    examples: list[dict] = []
+    for conversation in conversations:
+        if max_examples is not None and len(examples) >= max_examples:
+            break
+        report.n_rows += 1
+        problem = problem_before_tokenizing(conversation.messages, learn)
+        encoded = None
+        if problem is None:
+            encoded = tokenize_conversation(tokenizer, conversation.messages, learn=learn)
+            n_tokens = len(encoded["input_ids"])
+            if n_tokens > max_length:
+                problem = "too_long", f"{n_tokens} tokens > max_length {max_length}"
+            elif all(label == IGNORE_INDEX for label in encoded["labels"]):
+                problem = "no_learned_tokens", "no token of the answer survived tokenization"
+        if problem is not None:
+            reason, detail = problem
+            if on_bad_example == "error":
+                raise DataError(f"{conversation.ref}: {reason.replace('_', ' ')}: {detail} (set data.on_bad_example=skip to skip such rows, counted)")
+            bad = report.bad[reason]
+            bad.count += 1
+            if bad.first is None:
+                bad.first, bad.detail = conversation.ref, detail
+            report.n_skipped += 1
+            continue
+        assert encoded is not None
+        examples.append({"input_ids": encoded["input_ids"], "labels": encoded["labels"]})
+        report.n_kept += 1
+        report.n_tokens += len(encoded["input_ids"])
+        report.n_learned_tokens += sum(label != IGNORE_INDEX for label in encoded["labels"])
+        report.max_tokens = max(report.max_tokens, len(encoded["input_ids"]))
+    if report.n_skipped:
+        log.warning("SFT data: %s", report.summary())
+    else:
+        log.info("SFT data: %s", report.summary())
+    if not examples:
+        raise DataError(f"no usable SFT example in {source}: {report.summary()}")
+    return examples, report
+
+
+def build_sft_dataset(config, tokenizer, train_path: str | None = None) -> tuple[list[dict], DataReport]:
+    """Steps 1-2 for an `SFTConfig`: the tokenized examples and the data report.
+
+    `train_path` replaces `data.train` (the stage passes the JSONL file it wrote the
+    toyworld demonstrations to)."""
+    data = config.data
+    conversations = load_conversations(train_path or data.train, data.adapter, data.toyworld_n, data.toyworld_seed)
+    return prepare_examples(
+        conversations,
+        tokenizer,
+        max_length=config.training.max_length,
+        learn=data.learn,
+        on_bad_example=data.on_bad_example,
+        source=data.train,
+        max_examples=data.max_examples,
+    )

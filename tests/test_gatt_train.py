@@ -1,0 +1,66 @@
+"""The GAtt stage end to end on the smoke preset (tiny model): run folder, learn-last data,
+the SFT stage's model, eval.json before/after, skip on rerun; config strictness and the CLI."""
+
+import json
+
+import pytest
+
+from core.config import load_config
+from core.errors import ConfigError
+from core.io import read_jsonl
+from gatt.cli import main
+from gatt.config import GattConfig
+from gatt.train import run, sft_config
+
+SMOKE = "configs/gatt/smoke.yaml"
+
+
+def test_smoke_stage_end_to_end_and_skip(tmp_path):
+    config = load_config(GattConfig, SMOKE, [f"output_dir={tmp_path}"])
+    model_dir = run(config)
+    assert (model_dir / "config.json").is_file()
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["status"] == "completed"
+    stats = manifest["synthesis"]
+    assert stats["n_kept"] + stats["n_dropped"] == 4 and stats["n_examples"] == len(read_jsonl(tmp_path / "gatt_data.jsonl"))
+    sft_manifest = json.loads((tmp_path / "sft" / "manifest.json").read_text())
+    assert sft_manifest["config"]["data"]["learn"] == "last"
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert set(report["table"]) == {"before", "after"} and report["turns"] == [1, 2]
+    assert set(report["gain"]) == {"1", "2"}
+    assert (tmp_path / "adherence.png").is_file()
+    # a rerun with the same config and inputs is skipped (the manifest is not rewritten)
+    before = (tmp_path / "manifest.json").read_text()
+    assert run(config) == model_dir
+    assert (tmp_path / "manifest.json").read_text() == before
+
+
+def test_finetune_is_the_sft_stage_learning_the_last_turn(tmp_path):
+    config = load_config(GattConfig, SMOKE, ["finetune.training.epochs=3.0"])
+    sft = sft_config(config, tmp_path / "data.jsonl", tmp_path / "sft")
+    assert sft.data.learn == "last" and sft.data.train == str(tmp_path / "data.jsonl")
+    assert sft.model.name == "embedded:tiny-llama" and sft.training.epochs == 3.0 and not sft.eval.enabled
+
+
+def test_config_is_strict():
+    with pytest.raises(ConfigError, match="synthesis.kk"):
+        load_config(GattConfig, SMOKE, ["synthesis.kk=3"])
+    with pytest.raises(ConfigError, match="instruction_position"):
+        load_config(GattConfig, SMOKE, ["synthesis.instruction_position=middle"])
+    with pytest.raises(ConfigError, match="helpfulness_rm"):
+        load_config(GattConfig, SMOKE, ["synthesis.ranking.by=reward_model"])
+    with pytest.raises(ConfigError, match="instructions.kinds"):
+        load_config(GattConfig, SMOKE, ["instructions.kinds=[pirate]"])
+
+
+def test_cli_reports_bad_config_in_one_line(capsys):
+    assert main(["run", "--config", SMOKE, "nope=1"]) == 2
+    assert "unknown key 'nope'" in capsys.readouterr().err
+    assert main(["eval", "--model", "embedded:tiny-llama", "--config", SMOKE, "eval.n_turns=x"]) == 2
+
+
+def test_cli_eval_writes_the_table(tmp_path, capsys):
+    code = main(["eval", "--model", "embedded:tiny-llama", "--config", SMOKE, "--out", str(tmp_path), "eval.n_dialogues=2"])
+    assert code == 0
+    assert "| model | turn 1 | turn 2 |" in capsys.readouterr().out
+    assert (tmp_path / "eval.json").is_file()

@@ -1,0 +1,385 @@
+"""The PPO loop (ppo/train.py) on the tiny model: rollout record, score placement,
+lora reference, NaN handling, resumption, and 2 processes == 1 process.
+
+The pure PPO math (ppo/core.py) is tested in tests/test_ppo_core.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from core.config import load_config
+from core.errors import NumericError
+from core.run import read_manifest, read_metrics
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# --------------------------------------------------------------------- helpers
+
+
+def make_tiny_rm(folder: Path, seed: int) -> Path:
+    """A random one-output reward model on the tiny-llama body, saved with its tokenizer."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from core.models import resolve_model_path
+
+    if (folder / "config.json").is_file():
+        return folder
+    source = resolve_model_path("embedded:tiny-llama")
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1)
+        with torch.no_grad():
+            model.score.weight.normal_(0, 0.05)  # scores spread but not saturated
+    finally:
+        torch.random.set_rng_state(state)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = model.config.eos_token_id
+    model.save_pretrained(folder, safe_serialization=True)
+    AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def rms(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ppo_rms")
+    return make_tiny_rm(root / "rm_helpful", 1), make_tiny_rm(root / "rm_safety", 2)
+
+
+def overrides(out: Path, rms, **extra) -> list[str]:
+    settings = {
+        "out_dir": str(out),
+        "model.policy": "embedded:tiny-llama",
+        "model.critic_init": "policy",
+        "reward.helpfulness_model": str(rms[0]),
+        "reward.safety_model": str(rms[1]),
+        "data.n_prompts": 16,
+        "data.n_heldout": 2,
+        "sampling.max_new_tokens": 6,
+        "eval.sampling.max_new_tokens": 6,
+        "eval.every": 0,
+        "ppo.batch_size": 4,
+        "ppo.minibatch_size": 2,
+        "ppo.chunk_size": 2,
+        "ppo.micro_batch_size": 2,
+        "ppo.ppo_epochs": 2,
+        "optim.lr": 1e-3,
+        "iterations": 3,
+        "checkpoint_every": 1,
+        "progress": False,
+    }
+    settings.update(extra)
+    return [f"{key}={value}" for key, value in settings.items()]
+
+
+def config_for(out: Path, rms, **extra):
+    from ppo.config import PPOConfig
+
+    return load_config(PPOConfig, None, overrides(out, rms, **extra))
+
+
+def run_ppo(out: Path, rms, **extra) -> Path:
+    from ppo.train import run
+
+    return run(config_for(out, rms, **extra))
+
+
+def weights(out: Path) -> dict[str, torch.Tensor]:
+    files = sorted((out / "model").glob("*.safetensors"))
+    assert files, f"no weights in {out / 'model'}"
+    merged = {}
+    for file in files:
+        merged.update(load_file(str(file)))
+    return merged
+
+
+def assert_same_weights(a: Path, b: Path, atol: float = 0.0) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        if atol == 0.0:
+            assert torch.equal(wa[key], wb[key]), key
+        else:
+            torch.testing.assert_close(wa[key], wb[key], atol=atol, rtol=1e-4, msg=key)
+
+
+TRAIN_KEYS = ("rm_reward", "kl", "pg_loss", "vf_loss", "approx_kl", "clipfrac", "entropy", "response_length")
+
+
+def metric_rows(out: Path) -> dict[int, dict]:
+    rows = read_metrics(out)
+    steps = [row["step"] for row in rows]
+    assert len(steps) == len(set(steps)), f"duplicated steps in metrics.jsonl: {steps}"
+    return {row["step"]: row for row in rows}
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, rms):
+    """An uninterrupted 3-iteration run that the resumed and the 2-process runs must match."""
+    out = tmp_path_factory.mktemp("ppo_reference") / "ppo"
+    run_ppo(out, rms)
+    return out
+
+
+# ------------------------------------------------------- rollout and rewards
+
+
+def _rollout(config, models, tokenizer, n: int = 4):
+    from core.generation import generate_batch
+    from ppo.rollout import concat_chunks
+    from toyworld.world import build_prompts
+
+    prompts = build_prompts("train", n, 0)
+    chunk = config.ppo.chunk_size
+    chunks = [prompts[i:i + chunk] for i in range(0, n, chunk)]
+    batches = [generate_batch(models.policy, tokenizer, [p["messages"] for p in c], config.sampling, seed=i) for i, c in enumerate(chunks)]
+    return concat_chunks(batches, chunks, list(range(len(chunks))), chunk, tokenizer.pad_token_id)
+
+
+def test_rollout_record_logprobs_and_score_placement(tmp_path, rms):
+    from ppo.core import per_token_rewards
+    from ppo.models import build_models
+    from ppo.rollout import Rollout
+    from ppo.train import rollout_forwards
+
+    config = config_for(tmp_path / "ppo", rms, **{"sampling.max_new_tokens": 10, "ppo.chunk_size": 2})
+    models, tokenizer = build_models(config, "cpu")
+    rollout = _rollout(config, models, tokenizer)
+    assert isinstance(rollout, Rollout) and len(rollout) == 4
+    assert rollout.index.tolist() == [0, 1, 2, 3]
+    assert rollout.query_ids.shape == rollout.query_mask.shape
+    assert rollout.response_ids.shape == rollout.response_mask.shape
+    rollout.logprobs, rollout.ref_logprobs, rollout.values, _ = rollout_forwards(models, rollout, 3, 1.0)
+
+    # The log-probs of the left-padded batch are those of each sequence alone:
+    # position ids follow the attention mask, as in `generate`.
+    for row in range(len(rollout)):
+        q = rollout.query_ids[row][rollout.query_mask[row].bool()]
+        n_resp = int(rollout.response_mask[row].sum())
+        r = rollout.response_ids[row, :n_resp]
+        with torch.no_grad():
+            logits = models.policy(input_ids=torch.cat([q, r])[None]).logits[0, len(q) - 1:-1]
+        alone = torch.log_softmax(logits.float(), -1).gather(-1, r[:, None]).squeeze(-1)
+        torch.testing.assert_close(rollout.logprobs[row, :n_resp], alone, atol=1e-4, rtol=1e-4)
+    # At the start the policy is the reference: the KL is exactly 0.
+    assert torch.equal(rollout.logprobs, rollout.ref_logprobs)
+
+    # Score placement: -β·KL on every response token, the score on the last one only.
+    rollout.scores = torch.tensor([1.0, -2.0, 3.0, 0.5])
+    rollout.logprobs = rollout.logprobs + 0.1 * rollout.response_mask  # a known KL of 0.1 per token
+    beta = 0.05
+    rollout.rewards, rollout.kl = per_token_rewards(rollout.scores, rollout.logprobs, rollout.ref_logprobs, rollout.response_mask, beta)
+    for row in range(len(rollout)):
+        n_resp = int(rollout.response_mask[row].sum())
+        expected = torch.full((rollout.response_ids.shape[1],), 0.0)
+        expected[:n_resp] = -beta * 0.1
+        expected[n_resp - 1] += rollout.scores[row]
+        torch.testing.assert_close(rollout.rewards[row], expected, atol=1e-6, rtol=0)
+
+    # select() keeps rows aligned and trims unused padding.
+    part = rollout.select(torch.tensor([1]))
+    assert part.query_mask.all() and part.response_mask[0, -1] == 1
+    assert part.texts == [rollout.texts[1]]
+
+
+def test_lora_reference_is_the_adapters_off_base(tmp_path, rms):
+    from core.models import load_causal_lm
+    from ppo.models import build_models
+    from ppo.rollout import model_inputs
+
+    config = config_for(tmp_path / "ppo", rms, **{"model.memory": "lora", "model.lora.r": 4})
+    models, tokenizer = build_models(config, "cpu")
+    assert models.reference is None
+    assert all(".policy." in n for n in models.policy_params)
+    assert {n for n in models.critic_params if not n.startswith("head.")} and all(
+        ".critic." in n or n.startswith("head.") for n in models.critic_params)
+    rollout = _rollout(config, models, tokenizer)
+    inputs = model_inputs(rollout.query_ids, rollout.query_mask, rollout.response_ids, rollout.response_mask)
+    base = load_causal_lm("embedded:tiny-llama")
+    with torch.no_grad():
+        base_logits = base(input_ids=inputs[0], attention_mask=inputs[1], position_ids=inputs[2]).logits
+        for name, p in models.policy_params.items():  # move the policy away from the base
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+        reference = models.reference_logits(*inputs)
+        policy = models.policy_logits(*inputs)
+        values_before = models.values(*inputs)
+        for name, p in models.critic_params.items():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+        models.critic.head.weight.fill_(0.1)
+        policy_after_critic_change = models.policy_logits(*inputs)
+        values_after = models.values(*inputs)
+    torch.testing.assert_close(reference, base_logits, atol=1e-5, rtol=1e-5)
+    assert (policy - base_logits).abs().max() > 1e-2
+    torch.testing.assert_close(policy_after_critic_change, policy)  # the critic adapter is not the policy's
+    assert not torch.allclose(values_before, values_after)
+    assert all(p.requires_grad for p in models.trainable())
+
+
+def test_lora_run_saves_a_merged_policy(tmp_path, rms):
+    out = tmp_path / "ppo"
+    run_ppo(out, rms, **{"model.memory": "lora", "model.lora.r": 4, "iterations": 1, "optim.lr": 1e-2})
+    assert (out / "model" / "config.json").is_file()
+    assert not (out / "model" / "adapter_config.json").exists()
+    names = weights(out).keys()
+    assert not any("lora" in n for n in names)
+    row = metric_rows(out)[1]
+    assert row["kl"] == pytest.approx(0.0, abs=1e-4)  # LoRA B starts at zero: the policy is the base
+    assert read_manifest(out)["status"] == "completed"
+
+
+# ----------------------------------------------------------------- NaN guard
+
+
+@pytest.mark.parametrize("where", ["reward", "loss"])
+def test_nan_raises_numeric_error_and_keeps_the_checkpoint(tmp_path, rms, monkeypatch, where):
+    import ppo.train
+    from reward.scorer import RewardScorer, ScoreBatch
+
+    calls = {"n": 0}
+    if where == "reward":
+        original = RewardScorer.score
+
+        def score(self, prompts, responses):
+            calls["n"] += 1
+            batch = original(self, prompts, responses)
+            # calls 1-2: held-out eval before training, 3-4: iteration 1, 5: iteration 2
+            return ScoreBatch(batch.raw, batch.prob * float("nan")) if calls["n"] >= 5 else batch
+
+        monkeypatch.setattr(RewardScorer, "score", score)
+    else:
+        original = ppo.train.policy_loss
+
+        def policy_loss(*args, **kwargs):
+            calls["n"] += 1  # 4 calls per iteration (2 epochs x 2 minibatches); iteration 2 from call 5
+            loss, stats = original(*args, **kwargs)
+            return (loss * float("nan") if calls["n"] >= 5 else loss), stats
+
+        monkeypatch.setattr(ppo.train, "policy_loss", policy_loss)
+
+    out = tmp_path / "ppo"
+    with pytest.raises(NumericError, match="iteration 2") as info:
+        run_ppo(out, rms)
+    assert ("RM score" if where == "reward" else "loss") in str(info.value)
+    checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.startswith("iter-"))
+    assert checkpoints == ["iter-000001"]
+    state = json.loads((out / "checkpoints" / "iter-000001" / "state.json").read_text())
+    assert state["iteration"] == 1
+    assert read_manifest(out)["status"] == "failed"
+    assert max(metric_rows(out)) == 1
+
+
+# ---------------------------------------------------------------- resumption
+
+
+def test_resumed_run_ends_with_the_same_weights(tmp_path, rms, reference_run):
+    from ppo.train import RunInterrupted
+
+    out = tmp_path / "ppo"
+    with pytest.raises(RunInterrupted):
+        run_ppo(out, rms, stop_after_iteration=1)
+    assert read_manifest(out)["status"] == "failed"
+    # A row past the checkpoint, as a run killed after logging would leave it.
+    with open(out / "metrics.jsonl", "a") as handle:
+        handle.write(json.dumps({"step": 2, "stage": "ppo", "rm_reward": 123.0}) + "\n")
+    run_ppo(out, rms)
+    assert read_manifest(out)["status"] == "completed"
+    assert_same_weights(out, reference_run)
+    ours, theirs = metric_rows(out), metric_rows(reference_run)
+    assert sorted(ours) == [0, 1, 2, 3]
+    for step in (2, 3):
+        for key in TRAIN_KEYS:
+            assert ours[step][key] == pytest.approx(theirs[step][key], rel=1e-6, abs=1e-7), (step, key)
+    # A completed run is skipped.
+    before = (out / "manifest.json").read_text()
+    run_ppo(out, rms)
+    assert (out / "manifest.json").read_text() == before
+
+
+def test_killed_subprocess_resumes_to_the_same_weights(tmp_path, rms, reference_run):
+    out = tmp_path / "ppo"
+    proc = subprocess.Popen([sys.executable, "-m", "ppo", *overrides(out, rms)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (out / "checkpoints" / "iter-000001" / "state.json").is_file():
+            assert proc.poll() is None, "the run ended before its first checkpoint"
+            assert time.time() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    run_ppo(out, rms)
+    assert read_manifest(out)["status"] == "completed"
+    assert_same_weights(out, reference_run)
+
+
+# ------------------------------------------------------------- multi-process
+
+
+def test_two_processes_take_the_same_steps_as_one(tmp_path, rms, reference_run):
+    out = tmp_path / "ppo"
+    # `accelerate launch --cpu --num_processes 2` starts ONE process in accelerate 1.x
+    # (its simple launcher; multi-CPU needs mpirun). The elastic launcher with
+    # ACCELERATE_USE_CPU starts two gloo processes, which this test checks it got.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "ppo", *overrides(out, rms)]
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    state = json.loads(next((out / "checkpoints").glob("iter-*/state.json")).read_text())
+    assert state["num_processes"] == 2
+    ours, theirs = metric_rows(out), metric_rows(reference_run)
+    assert sorted(ours) == sorted(theirs)
+    for step in (1, 2, 3):
+        for key in TRAIN_KEYS:
+            assert ours[step][key] == pytest.approx(theirs[step][key], rel=1e-4, abs=1e-5), (step, key)
+    assert_same_weights(out, reference_run, atol=1e-5)
+
+
+# ------------------------------------------------------------- early stopping
+
+
+def test_early_stopping_keeps_the_best_policy(tmp_path, rms):
+    out = tmp_path / "ppo"
+    run_ppo(out, rms, **{"eval.every": 1, "eval.patience": 1, "iterations": 4, "optim.lr": 3e-3})
+    report = json.loads((out / "eval.json").read_text())
+    history = report["history"]
+    rewards = [entry["rm_reward"] for entry in history]
+    best = max(range(len(rewards)), key=lambda i: (rewards[i], -i))  # the first of the best
+    assert report["policy_iteration"] == history[best]["iteration"]
+    assert report["after"] == history[best] and report["before"] == history[0]
+    # patience 1: the run stops at the first evaluation that does not improve
+    improved = [rewards[i] > max(rewards[:i]) for i in range(1, len(rewards))]
+    assert report["stopped_early"] == (not all(improved))
+    assert report["last_iteration"] == history[-1]["iteration"]
+    assert max(metric_rows(out)) == report["last_iteration"]
+    best_weights = load_file(str(out / "checkpoints" / "best" / "policy.safetensors"))
+    saved = weights(out)
+    for name in saved.keys() & best_weights.keys():
+        assert torch.equal(saved[name], best_weights[name]), name
+
+
+def test_resuming_with_another_config_is_refused(tmp_path, rms):
+    from core.errors import RLHFError
+    from ppo.train import RunInterrupted
+
+    out = tmp_path / "ppo"
+    with pytest.raises(RunInterrupted):
+        run_ppo(out, rms, stop_after_iteration=1, iterations=2)
+    with pytest.raises(RLHFError, match="optim"):
+        run_ppo(out, rms, **{"optim.lr": 5e-4, "iterations": 2})

@@ -1,0 +1,239 @@
+"""Rejection sampling end to end on the tiny model: shards, resume after a kill, pool, curve, SFT, eval."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from core.config import load_config
+from core.io import read_jsonl, write_jsonl
+from rejection_sampling.config import RSConfig
+from rejection_sampling.sample import read_samples, run, shard_seed
+
+SMOKE = Path(__file__).resolve().parents[1] / "configs" / "rs" / "smoke.yaml"
+
+
+def _make_rm(folder: Path, seed: int) -> Path:
+    """A random one-output reward model with the tiny-llama body, saved with its tokenizer."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from core.models import load_tokenizer, resolve_model_path
+
+    source = resolve_model_path("embedded:tiny-llama")
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1)
+    with torch.no_grad():  # a head large enough that the two RMs disagree visibly
+        model.score.weight.normal_(0, 1.0)
+    model.config.pad_token_id = model.config.pad_token_id or 0
+    model.save_pretrained(folder, safe_serialization=True)
+    load_tokenizer(str(source)).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: on a shared 2-core box two spinning threads per process run the
+    tiny model ~10x slower than one (measured: 6-10 s against 0.6 s for one batch)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def rms(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rms")
+    return _make_rm(root / "helpful", 1), _make_rm(root / "safety", 2)
+
+
+def _config(rms, out, *overrides):
+    helpful, safety = rms
+    return load_config(RSConfig, SMOKE, [
+        f"helpful_rm={helpful}", f"safety_rm={safety}", f"output_dir={out}",
+        "prompts.n=6", "k=3", "shard_size=2", "max_new_tokens=6", *overrides])
+
+
+NO_FT = ("finetune_enabled=false", "eval.enabled=false")
+
+
+@pytest.fixture(scope="module")
+def first_run(rms, tmp_path_factory):
+    """One uninterrupted iteration-1 run (6 prompts x K=3 in 3 shards), shared by the tests."""
+    out = tmp_path_factory.mktemp("first") / "rs"
+    run(_config(rms, out, *NO_FT))
+    return out
+
+
+def _shards(out):
+    return {p.name: p.read_text() for p in sorted((Path(out) / "samples").glob("shard-*.jsonl"))}
+
+
+class Killed(Exception):
+    pass
+
+
+def test_killed_sampling_resumes_to_the_same_samples_and_samples_nothing_twice(rms, first_run, tmp_path):
+    no_ft = NO_FT
+    whole = first_run
+
+    killed = tmp_path / "killed"
+
+    def kill_after_two_shards(index):
+        if index == 1:
+            raise Killed("simulated kill after 2 shards")
+
+    with pytest.raises(Killed):
+        run(_config(rms, killed, *no_ft), after_shard=kill_after_two_shards)
+    assert sorted(_shards(killed)) == ["shard-00000.jsonl", "shard-00001.jsonl"]
+    assert json.loads((killed / "manifest.json").read_text())["status"] == "failed"
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (killed / "samples").glob("shard-*.jsonl")}
+
+    assert run(_config(rms, killed, *no_ft)) == Path("embedded:tiny-llama")  # resume; no fine-tune: the policy is the result
+    manifest = json.loads((killed / "manifest.json").read_text())
+    assert manifest["status"] == "completed"
+    assert manifest["shards_sampled_now"] == 1  # only the missing shard was sampled
+    assert {p.name: p.stat().st_mtime_ns for p in (killed / "samples").glob("shard-0000[01].jsonl")} == mtimes
+    assert _shards(killed) == _shards(whole)  # byte for byte
+    assert (killed / "best.jsonl").read_text() == (whole / "best.jsonl").read_text().replace(str(whole), str(killed))
+
+
+def test_samples_carry_scores_and_provenance(first_run):
+    out = first_run
+    rows = read_samples(out)
+    assert len(rows) == 6 * 3
+    for row in rows:
+        assert row["iteration"] == 1 and row["temperature"] == 1.0
+        assert row["seed"] == shard_seed(0, 1, row["shard"])
+        for key in ("helpful_raw", "helpful_prob", "safety_raw", "safety_prob", "reward"):
+            assert isinstance(row[key], float)
+        gated = row["category"] == "safety" or row["safety_prob"] < 0.15  # Llama 2's gate
+        assert row["reward"] == pytest.approx(row["safety_prob"] if gated else row["helpful_prob"])
+        assert row["reward_from"] == ("safety" if gated else "helpfulness")
+    curve = json.loads((out / "curve.json").read_text())["curve"]
+    assert [p["k"] for p in curve] == [1, 2, 3]
+    assert (out / "curve.png").stat().st_size > 1000
+    best = read_jsonl(out / "best.jsonl")
+    assert len(best) == 6
+    for row in best:
+        assert row["messages"][-1]["role"] == "assistant" and row["iteration"] == 1
+        assert row["source"].endswith(".jsonl")
+
+
+def test_pool_keeps_an_earlier_iterations_better_answer(rms, first_run, tmp_path):
+    # Iteration 2 samples fresh; an earlier iteration's folder holds, for one prompt,
+    # an answer with a reward no fresh sample can beat (1.0) and, for another, one
+    # no fresh sample can lose to (0.0). Without re-scoring the pool must keep the
+    # first and drop the second.
+    v1 = read_samples(first_run)
+    target, loser = v1[0]["prompt_id"], v1[-1]["prompt_id"]
+    fake = []
+    for row in v1:
+        row = dict(row, iteration=1)
+        row.pop("source")
+        if row["prompt_id"] == target:
+            row["reward"] = 1.0 if row["sample_index"] == 0 else 0.0
+            if row["sample_index"] == 0:
+                row["response"] = "the earlier, better answer"
+        if row["prompt_id"] == loser:
+            row["reward"] = 0.0
+        fake.append(row)
+    earlier = tmp_path / "earlier"
+    write_jsonl(earlier / "samples" / "shard-00000.jsonl", fake)
+
+    out = tmp_path / "v2"
+    run(_config(rms, out, "finetune_enabled=false", "eval.enabled=false", "iteration=2",
+                "rescore_pool=false", f"pool_dirs=[{earlier}]"))
+    best = {row["id"]: row for row in read_jsonl(out / "best.jsonl")}
+    assert best[target]["iteration"] == 1
+    assert best[target]["messages"][-1]["content"] == "the earlier, better answer"
+    assert best[loser]["iteration"] == 2
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["pool"]["n_pooled_samples"] == 2 * 6 * 3
+    assert manifest["inputs"]["pool_0"]["sha256"]  # the pool is a hashed input
+
+
+def test_pool_is_rescored_with_the_current_reward_models(rms, first_run, tmp_path):
+    earlier = tmp_path / "earlier"
+    first = first_run
+    rows = [dict(r, iteration=1, rm_id="older-rms", reward=1.0) for r in read_samples(first)]
+    for r in rows:
+        r.pop("source")
+    write_jsonl(earlier / "samples" / "shard-00000.jsonl", rows)
+    out = tmp_path / "v2"
+    run(_config(rms, out, "finetune_enabled=false", "eval.enabled=false", "iteration=2", f"pool_dirs=[{earlier}]"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["pool"]["n_rescored"] == len(rows)
+    # re-scored with the same RMs, the stale 1.0s are replaced by the true scores, so
+    # iteration 1 no longer wins everything, and its winners carry their real reward
+    true = {(r["prompt_id"], r["sample_index"]): r["reward"] for r in read_samples(first)}
+    best = read_jsonl(out / "best.jsonl")
+    for row in best:
+        if row["iteration"] == 1:
+            assert row["original_reward"] == 1.0
+            assert row["reward"] == pytest.approx(true[(row["id"], row["sample_index"])], abs=1e-6)
+    assert any(row["iteration"] == 2 for row in best) or all(r < 1.0 for r in true.values())
+
+
+def test_changed_settings_refuse_to_mix_with_existing_shards(rms, tmp_path):
+    import shutil
+
+    from core.errors import ConfigError
+
+    out = tmp_path / "rs"
+    (out / "samples").mkdir(parents=True)
+    run(_config(rms, out, *NO_FT, "prompts.n=1", "k=2"))
+    with pytest.raises(ConfigError, match="temperature"):
+        run(_config(rms, out, *NO_FT, "prompts.n=1", "k=2", "temperature=0.5"))
+    shutil.rmtree(out / "samples")  # as the error message says: a fresh samples folder is accepted
+    run(_config(rms, out, *NO_FT, "prompts.n=1", "k=2", "temperature=0.5"))
+
+
+def test_smoke_preset_end_to_end_through_the_cli(rms, tmp_path):
+    from rejection_sampling.cli import main
+
+    out = tmp_path / "rs"
+    helpful, safety = rms
+    args = ["--config", str(SMOKE), f"helpful_rm={helpful}", f"safety_rm={safety}", f"output_dir={out}",
+            "prompts.n=8", "k=2", "eval.n_prompts=4"]
+    assert main(args) == 0
+    for name in ("best.jsonl", "curve.json", "curve.png", "eval.json", "model/config.json", "sft/manifest.json",
+                 "config.yaml", "metrics.jsonl"):
+        assert (out / name).exists(), name
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "completed"
+    assert set(manifest["outputs"]) >= {"samples", "best", "curve", "model", "eval"}
+    result = json.loads((out / "eval.json").read_text())
+    assert result["before"]["n_prompts"] == result["after"]["n_prompts"] == 4
+    assert "diff_stderr" in result["gold_combined_paired"]
+    assert "chosen" in result["samples_gold"]
+    assert "name: embedded:tiny-llama" in (out / "sft" / "config.yaml").read_text()  # init_model null: the policy
+    mtime = (out / "manifest.json").stat().st_mtime_ns
+    assert main(args) == 0  # complete: skipped
+    assert (out / "manifest.json").stat().st_mtime_ns == mtime
+    assert main(args + ["no_such_key=1"]) == 2
+
+
+def test_plot_cli(rms, tmp_path):
+    from rejection_sampling.plot import main
+
+    (tmp_path / "curve.json").write_text(json.dumps({"curve": [{"k": 1, "max": 0.5, "median": 0.5},
+                                                               {"k": 2, "max": 0.7, "median": 0.5}]}))
+    assert main([str(tmp_path)]) == 0
+    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert main([str(tmp_path / "missing")]) == 2
+
+
+def test_config_init_model_and_strictness():
+    from core.errors import ConfigError
+
+    assert RSConfig(policy="a").start_model == "a"
+    assert RSConfig(policy="a", init_model="b").start_model == "b"
+    with pytest.raises(ConfigError, match="temperature"):
+        load_config(RSConfig, SMOKE, ["temperature=0"])  # greedy would give K copies
+    with pytest.raises(ConfigError, match="unknown key 'kk'"):
+        load_config(RSConfig, SMOKE, ["kk=3"])
+    with pytest.raises(ConfigError, match="finetune.epochs"):
+        load_config(RSConfig, SMOKE, ["finetune.epochs=two"])
