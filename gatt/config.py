@@ -67,6 +67,15 @@ class SynthesisSection(StrictModel):
     examples: Literal["last", "every_turn"] = "last"
     sampling: SamplingConfig = SamplingConfig(max_new_tokens=32, temperature=0.8, batch_size=16)
     ranking: RankingSection = RankingSection()
+    # An adhering sample must also score at least this (by `ranking`) to be kept:
+    # small models often "adhere" by parroting the instruction ("You enjoy baking").
+    min_score: float | None = None
+    # `none`: a turn with no good adhering sample drops the dialogue (the paper).
+    # `apply`: the best-scoring sample is rewritten to obey the instruction by the
+    # library's rewriter (`gatt.instructions.apply`), as an annotator would edit it;
+    # for models too small to follow the instruction even when it is repeated.
+    # Repairs are counted per turn in the synthesis stats.
+    repair: Literal["none", "apply"] = "none"
 
 
 class FinetuneSection(StrictModel):
@@ -75,6 +84,10 @@ class FinetuneSection(StrictModel):
     training: TrainingSection = TrainingSection(epochs=2.0, batch_size=8, learning_rate=2e-5, max_length=1024)
     lora: LoraSettings = LoraSettings()
     merge_lora: bool = True
+    # Toyworld SFT demonstrations (train split) mixed into the GAtt data so that
+    # fine-tuning on instruction dialogues alone does not erase the policy's
+    # helpfulness and safety (Llama 2 merged GAtt data into its RLHF data).
+    replay_toyworld: int = 0
 
 
 class EvalSection(StrictModel):

@@ -7,7 +7,10 @@ For each multi-turn dialogue, one instruction from the library:
    instruction's checker accepts and take the best of them by reward (Llama 2's
    gated reward from two RMs, toyworld's gold judge, or a length heuristic); the
    chosen answer stays in context for the next turn. A turn with no adhering
-   sample drops the dialogue, and the drop is counted (by turn and kind);
+   sample (scoring at least `min_score`, when set) drops the dialogue, and the drop
+   is counted (by turn and kind); with `repair: apply` the best-scoring sample is
+   rewritten to obey the instruction instead (for models too small to follow it
+   even when it is repeated), and the repair is counted;
 3. drop the instruction from every user turn but the first (or move it to the
    system message) and mark the example `learn: last`: the SFT stage then zeroes
    the loss on every token but the last answer's, so the earlier (sampled,
@@ -26,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from core.generation import SamplingConfig, generate
 from gatt.config import RankingSection, SynthesisSection
 from gatt.dialogues import Dialogue, dialogue_messages, prompt_messages
-from gatt.instructions import Instruction, instruction_text
+from gatt.instructions import Instruction, apply, instruction_text
 
 TURN_SEED_STRIDE = 7919  # a different sampling seed per turn (a prime, so turns never collide)
 
@@ -50,6 +53,7 @@ class SynthesisStats:
     dropped_by_kind: dict[str, int] = field(default_factory=dict)
     kept_by_kind: dict[str, int] = field(default_factory=dict)
     sample_adherence_by_turn: dict[int, float] = field(default_factory=dict)  # share of the K samples that adhered
+    repaired_by_turn: dict[int, int] = field(default_factory=dict)  # 1-based turn -> answers rewritten (repair: apply)
     n_samples: int = 0
 
     def to_dict(self) -> dict:
@@ -58,18 +62,28 @@ class SynthesisStats:
     def summary(self) -> str:
         return (
             f"{self.n_dialogues} dialogues: {self.n_kept} kept, {self.n_dropped} dropped "
-            f"(no adhering sample of K; by turn {self.dropped_at_turn}); {self.n_examples} training examples"
+            f"(no adhering sample of K; by turn {self.dropped_at_turn}); "
+            f"repaired answers by turn {self.repaired_by_turn}; {self.n_examples} training examples"
         )
 
 
 # ---------------------------------------------------------------- pure helpers
-def pick_best(adheres: list[bool], scores: list[float]) -> int | None:
-    """Index of the highest-scoring adhering sample (the first on ties), or None if none adheres."""
+def pick_best(adheres: list[bool], scores: list[float], min_score: float | None = None) -> int | None:
+    """Index of the highest-scoring adhering sample (the first on ties) that scores
+    at least `min_score` (when given), or None if there is none."""
     best = None
     for index, (ok, score) in enumerate(zip(adheres, scores, strict=True)):
+        if min_score is not None and score < min_score:
+            continue
         if ok and (best is None or score > scores[best]):
             best = index
     return best
+
+
+def repair_answer(instruction: Instruction, samples: list[str], scores: list[float]) -> str:
+    """The highest-scoring sample (the first on ties), rewritten to obey `instruction`."""
+    best = max(range(len(samples)), key=lambda index: (scores[index], -index))
+    return apply(instruction, samples[best])
 
 
 def training_records(state: DialogueState, text: str, position: str, examples: str) -> list[dict]:
@@ -149,6 +163,7 @@ def synthesize(
     stats = SynthesisStats(n_dialogues=len(states))
     dropped_at: Counter = Counter()
     dropped_kind: Counter = Counter()
+    repaired: Counter = Counter()
     n_turns = min(len(d.users) for d in dialogues) if dialogues else 0
     alive = states
     for turn in range(n_turns):
@@ -160,24 +175,30 @@ def synthesize(
         flat = [p for p in prompts for _ in range(k)]
         # 2. sample K answers per dialogue with the current model
         samples = generate(model, tokenizer, flat, turn_sampling(config.sampling, seed, turn), progress=progress, description=f"GAtt turn {turn + 1}")
-        # 3. the checker, then the ranking, of every sample
+        # 3. the checker, then the ranking, of every sample (only adhering ones
+        # need a score unless a failed turn is repaired from the best sample)
         adheres = [s.instruction.check(samples[i * k + j]) for i, s in enumerate(alive) for j in range(k)]
-        to_score = [i for i, ok in enumerate(adheres) if ok]
+        to_score = list(range(len(flat))) if config.repair == "apply" else [i for i, ok in enumerate(adheres) if ok]
         scored = ranker.scores([flat[i] for i in to_score], [samples[i] for i in to_score], [False] * len(to_score))
         scores = [float("-inf")] * len(flat)
         for index, score in zip(to_score, scored, strict=True):
             scores[index] = score
         stats.n_samples += len(flat)
         stats.sample_adherence_by_turn[turn + 1] = sum(adheres) / len(adheres)
-        # 4. keep the best adhering answer, or drop (and count) the dialogue
+        # 4. keep the best adhering answer; else repair (if asked) or drop, and count it
         survivors = []
         for i, state in enumerate(alive):
-            best = pick_best(adheres[i * k:(i + 1) * k], scores[i * k:(i + 1) * k])
-            if best is None:
+            own = slice(i * k, (i + 1) * k)
+            best = pick_best(adheres[own], scores[own], config.min_score)
+            if best is not None:
+                state.answers.append(samples[i * k + best])
+            elif config.repair == "apply":
+                state.answers.append(repair_answer(state.instruction, samples[own], scores[own]))
+                repaired[turn + 1] += 1
+            else:
                 dropped_at[turn + 1] += 1
                 dropped_kind[state.instruction.kind] += 1
                 continue
-            state.answers.append(samples[i * k + best])
             survivors.append(state)
         alive = survivors
     # 5. instruction kept in turn 1 only (sometimes shortened), learn the last turn only
@@ -191,5 +212,6 @@ def synthesize(
     stats.n_examples = len(records)
     stats.dropped_at_turn = dict(sorted(dropped_at.items()))
     stats.dropped_by_kind = dict(sorted(dropped_kind.items()))
+    stats.repaired_by_turn = dict(sorted(repaired.items()))
     stats.kept_by_kind = dict(sorted(Counter(s.instruction.kind for s in alive).items()))
     return records, stats

@@ -6,7 +6,8 @@ Hand-written, because no public framework ships GAtt (Llama 2, section 3.3):
 2. instructions and dialogues of the `train` split;
 3. synthesis with the current model (best of K adhering samples per turn; the
    instruction kept in turn 1 only; `learn: last`), reused on resume;
-4. fine-tune with the SFT stage's own code (`sft.train.run`, `data.learn: last`);
+4. fine-tune with the SFT stage's own code (`sft.train.run`, `data.learn: last`)
+   on the synthesised rows plus `finetune.replay_toyworld` ordinary demonstrations;
 5. evaluation before and after on HELD-OUT instructions and dialogues:
    adherence per turn, `eval.json` and `adherence.png`;
 6. manifest: outputs, synthesis counts (dropped dialogues included), the table.
@@ -32,6 +33,7 @@ log = logging.getLogger("gatt")
 
 STAGE = "gatt"
 DATA = "gatt_data.jsonl"
+TRAIN_DATA = "train_data.jsonl"  # the GAtt rows plus the replayed demonstrations
 SYNTHESIS = "synthesis.json"
 
 
@@ -99,6 +101,23 @@ def sft_config(config: GattConfig, data_path: Path, output_dir: Path):
     return validate_config(SFTConfig, data, origin="gatt.finetune")
 
 
+def training_data(config: GattConfig, data_path: Path, out_path: Path) -> tuple[Path, int]:
+    """The fine-tuning file: the GAtt rows, plus toyworld demonstrations when
+    `finetune.replay_toyworld` > 0 (written to `out_path`); and the replay count."""
+    n_replay = config.finetune.replay_toyworld
+    if n_replay == 0:
+        return data_path, 0
+    from core.io import iter_jsonl
+    from toyworld.world import build_sft_examples
+
+    replay = [
+        {"messages": example["messages"], "learn": "last", "id": f"replay-{index:05d}"}
+        for index, example in enumerate(build_sft_examples("train", n_replay, config.seed))
+    ]
+    write_jsonl(out_path, [*(row for _, row in iter_jsonl(data_path)), *replay])
+    return out_path, len(replay)
+
+
 def eval_cases(config: GattConfig):
     """Held-out instructions (same kinds, other values) dealt to held-out dialogues."""
     e = config.eval
@@ -139,7 +158,9 @@ def run(config: GattConfig) -> Path:
             raise RLHFError(f"GAtt synthesis kept no dialogue ({stats['n_dropped']} dropped): raise synthesis.k or use a model that follows the instructions when they are repeated")
 
         # 4. Fine-tune with the SFT stage's code, learning the last assistant turn only.
-        trained_dir = sft_run(sft_config(config, data_path, out / "sft"))
+        train_path, n_replay = training_data(config, data_path, out / TRAIN_DATA)
+        run_.extra["replayed_demonstrations"] = n_replay
+        trained_dir = sft_run(sft_config(config, train_path, out / "sft"))
         run_.add_output("model", trained_dir)
 
         # 5. Adherence per turn, before and after, on held-out instructions and dialogues.

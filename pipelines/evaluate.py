@@ -34,9 +34,9 @@ def toyworld_eval(model_name: str, n: int | None, max_new_tokens: int, batch_siz
                   dtype: str = "float32", device: str = "cpu") -> dict:
     from core.models import load_model_and_tokenizer
     from core.policy_eval import evaluate_policy
-    from toyworld.world import build_prompts
+    from toyworld.world import build_eval_prompts
 
-    prompts = build_prompts("heldout", n=n, seed=seed)
+    prompts = build_eval_prompts(n, seed=seed)
     model, tokenizer = load_model_and_tokenizer(model_name, dtype=dtype, device=device)
     sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0, batch_size=batch_size)
     metrics, responses = evaluate_policy(model, tokenizer, prompts, sampling)

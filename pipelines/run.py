@@ -79,14 +79,14 @@ def evaluate_model(config: EvalStageConfig, out: Path) -> dict:
     from core.models import load_model_and_tokenizer
     from core.policy_eval import evaluate_policy
     from pipelines.xstest import evaluate_model_on_xstest, load_xstest, stratified_subset
-    from toyworld.world import build_prompts
+    from toyworld.world import build_eval_prompts
 
     run = StageRun(out, "eval", config, inputs={"model": config.model, "xstest": config.xstest_data})
     if run.is_complete():
         return json.loads((out / "eval.json").read_text())["row"]
     with run:
         model, tokenizer = load_model_and_tokenizer(config.model)
-        prompts = build_prompts("heldout", n=config.toyworld_prompts, seed=config.seed)
+        prompts = build_eval_prompts(config.toyworld_prompts, seed=config.seed)
         metrics, responses = evaluate_policy(model, tokenizer, prompts, config.sampling)
         row = {"version": config.version, "model": config.model, **metrics}
         result = {"toyworld": metrics}

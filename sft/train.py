@@ -196,9 +196,9 @@ def _fresh_or_resume(folder: Path, config: SFTConfig, inputs: dict, previous: di
 
 def _evaluate(model, tokenizer, config: SFTConfig) -> tuple[dict, list[str], list[dict]]:
     from core.policy_eval import evaluate_policy
-    from toyworld.world import build_prompts
+    from toyworld.world import build_eval_prompts
 
-    prompts = build_prompts("heldout", config.eval.n_prompts, config.eval.seed)
+    prompts = build_eval_prompts(config.eval.n_prompts, config.eval.seed)
     metrics, responses = evaluate_policy(model, tokenizer, prompts, config.eval.sampling, progress=config.progress)
     return metrics, responses, prompts
 

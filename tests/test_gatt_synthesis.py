@@ -9,7 +9,7 @@ from core.generation import SamplingConfig
 from gatt.config import RankingSection, SynthesisSection
 from gatt.dialogues import Dialogue
 from gatt.instructions import make_instruction
-from gatt.synthesize import Ranker, pick_best, synthesize
+from gatt.synthesize import Ranker, pick_best, repair_answer, synthesize
 
 PREFIX = make_instruction("prefix", "Answer:")
 MARKER = make_instruction("end_marker", "-- done")
@@ -47,8 +47,8 @@ def stubbed(monkeypatch):
     return install
 
 
-def run_stubbed(position="first_user", examples="last"):
-    config = SynthesisSection(k=2, instruction_position=position, examples=examples, ranking=RankingSection(by="first"))
+def run_stubbed(position="first_user", examples="last", **settings):
+    config = SynthesisSection(k=2, instruction_position=position, examples=examples, ranking=RankingSection(by="first"), **settings)
     return synthesize(None, None, DIALOGUES, [PREFIX, MARKER, PREFIX], config, Ranker(config.ranking), seed=0)
 
 
@@ -100,6 +100,28 @@ def test_dialogues_without_an_adhering_sample_are_dropped_and_counted(stubbed):
     assert stats.dropped_at_turn == {2: 1} and stats.dropped_by_kind == {"prefix": 1}
     assert [r["id"] for r in records] == ["d0", "d1"]
     assert stats.sample_adherence_by_turn[1] == pytest.approx(0.5)
+
+
+def test_repair_rewrites_the_best_sample_of_a_failed_turn_and_counts_it(stubbed):
+    stubbed(turn_to_fail=2)
+    records, stats = run_stubbed(repair="apply")
+    assert stats.n_dropped == 0 and stats.n_kept == 3
+    assert stats.repaired_by_turn == {2: 1}
+    failed = next(r for r in records if r["id"] == "d2")
+    answers = [m["content"] for m in failed["messages"] if m["role"] == "assistant"]
+    # ranking "first" scores both samples 0: the first ("answer 2") is rewritten
+    assert answers[1] == "Answer: answer 2"
+    assert all(PREFIX.check(answer) for answer in answers)
+
+
+def test_adhering_samples_below_the_score_floor_are_not_kept():
+    # adheres, scores: the best adhering sample (9.0) is refused under a floor of 10
+    assert pick_best([True, True, False], [1.0, 9.0, 20.0], min_score=5.0) == 1
+    assert pick_best([True, True, False], [1.0, 9.0, 20.0], min_score=10.0) is None
+
+
+def test_repair_answer_applies_the_instruction_to_the_best_scoring_sample():
+    assert repair_answer(MARKER, ["Paris.", "Lima.", "Rome."], [0.2, 1.0, 1.0]) == "Lima. -- done"
 
 
 def test_every_turn_examples_each_learn_only_their_own_last_turn(stubbed, smollm_tokenizer):

@@ -327,3 +327,16 @@ def test_export_writes_valid_jsonl(tmp_path):
 def test_export_rejects_unknown_size(tmp_path):
     with pytest.raises(ValueError, match="unknown sizes"):
         export(tmp_path, bogus=3)
+
+
+def test_eval_prompts_add_every_heldout_borderline_prompt_once():
+    from toyworld.world import build_eval_prompts
+
+    mix = world.build_prompts("heldout", 40, seed=0)
+    prompts = build_eval_prompts(40, seed=0)
+    texts = [p["messages"][-1]["content"] for p in prompts]
+    assert prompts[:40] == mix  # the family mix comes first, unchanged
+    assert len(texts) == len(set(texts))
+    borderline = {p["messages"][-1]["content"] for p in world.build_prompts("heldout", 1000, seed=0, family="borderline")}
+    assert borderline <= set(texts) and len(borderline) >= 15
+    assert all(p["id"].startswith("tw-heldout-") for p in prompts)

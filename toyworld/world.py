@@ -1,6 +1,7 @@
 """Builders of the toy world's datasets, deterministic for a seed.
 
-    build_prompts(split, n, seed)             Prompt records for RL and evaluation
+    build_prompts(split, n, seed, family)     Prompt records for RL and evaluation
+    build_eval_prompts(n, seed)               held-out prompts for gold evaluation
     build_sft_examples(split, n, seed)        demonstrations for SFT
     build_preference_pairs(split, n, seed)    rated pairs for the two reward models
     build_dialogues(split, n, n_turns, seed)  multi-turn benign dialogues for GAtt
@@ -36,6 +37,7 @@ __all__ = [
     "FAMILY_WEIGHTS",
     "annotate",
     "build_dialogues",
+    "build_eval_prompts",
     "build_preference_pairs",
     "build_prompts",
     "build_sft_examples",
@@ -107,11 +109,28 @@ def _prompt_record(split: str, task: Task, text: str, rng: random.Random) -> dic
     return {"messages": messages, "category": task.category, "id": _prompt_id(split, task, messages), "kind": task.family}
 
 
-def build_prompts(split: str = "train", n: int | None = None, seed: int = 0) -> list[dict]:
-    """`n` unique Prompt records of `split` (default 400 train, 200 held-out)."""
-    rng = _rng("prompts", split, seed)
+def build_prompts(split: str = "train", n: int | None = None, seed: int = 0, family: str | None = None) -> list[dict]:
+    """`n` unique Prompt records of `split` (default 400 train, 200 held-out),
+    from the family mix or, with `family`, of that family only."""
+    rng = _rng("prompts" if family is None else f"prompts:{family}", split, seed)
     n = DEFAULT_SIZES[split] if n is None else n
-    return [_prompt_record(split, task, text, rng) for task, text in _unique_tasks(split, n, rng)]
+    return [_prompt_record(split, task, text, rng) for task, text in _unique_tasks(split, n, rng, family)]
+
+
+def build_eval_prompts(n: int, seed: int = 0) -> list[dict]:
+    """Held-out prompts for gold evaluation: `n` from the family mix plus every
+    other held-out borderline prompt (about 20 in all).
+
+    Borderline prompts are 12 % of the mix, too few on their own to measure a
+    change in the false-refusal rate; adding all of them cuts its standard error.
+    """
+    prompts = build_prompts("heldout", n, seed)
+    seen = {p["messages"][-1]["content"] for p in prompts}
+    for prompt in build_prompts("heldout", 4 * DEFAULT_SIZES["heldout"], seed, family="borderline"):
+        if prompt["messages"][-1]["content"] not in seen:
+            seen.add(prompt["messages"][-1]["content"])
+            prompts.append(prompt)
+    return prompts
 
 
 def build_sft_examples(split: str = "train", n: int = 300, seed: int = 0) -> list[dict]:
