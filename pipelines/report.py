@@ -213,8 +213,28 @@ window.addEventListener("load", () => {{
 """
 
 
+def render_markdown(table_rows: list[dict], timings: dict | None = None) -> str:
+    """The per-version table as Markdown (mean ± standard error over prompts where known),
+    with the stage timings, for READMEs and notes."""
+    def cell(row: dict, key: str) -> str:
+        value, stderr = row.get(key), row.get(f"{key}_stderr")
+        if value is None:
+            return "–"
+        return f"{value:.3f} ± {stderr:.3f}" if isinstance(stderr, float) else f"{value:.3f}"
+
+    lines = ["| version | " + " | ".join(name for _, name in TABLE_COLUMNS) + " |",
+             "|---" * (len(TABLE_COLUMNS) + 1) + "|"]
+    lines += ["| " + str(row.get("version", "?")) + " | " + " | ".join(cell(row, key) for key, _ in TABLE_COLUMNS) + " |"
+              for row in table_rows]
+    if timings:
+        lines += ["", "| stage | seconds |", "|---|---|"]
+        lines += [f"| {name} | {seconds:.0f} |" for name, seconds in timings.items()]
+    return "\n".join(lines) + "\n"
+
+
 def build_report(run_dir: str | Path) -> Path:
-    """Draw every curve the run has and write report/index.html; returns its path."""
+    """Draw every curve the run has and write report/index.html (and the table as
+    report/summary.md); returns the page's path."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RLHFError(f"{run_dir} is not a folder")
@@ -233,7 +253,9 @@ def build_report(run_dir: str | Path) -> Path:
         plot_gatt(run_dir, by_stage.get("gatt", []), out),
     ]
     summary_path = run_dir / "summary.json"
-    rows = json.loads(summary_path.read_text())["versions"] if summary_path.is_file() else []
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    rows = summary.get("versions", [])
+    atomic_write_text(out / "summary.md", render_markdown(rows, summary.get("timings_s")))
     page = render_html(f"Run report: {run_dir.name}", rows, [p for p in images if p], [(s, _label(run_dir, f)) for s, f in folders])
     index = out / "index.html"
     atomic_write_text(index, page)

@@ -55,10 +55,10 @@ def nest(flat: dict[str, Any]) -> dict:
     return tree
 
 
-def stage_config(config_cls, ref: StageRef, wiring: dict[str, Any]):
+def stage_config(config_cls, ref: StageRef, wiring: dict[str, Any], where: str = ""):
     """The stage's config: its preset, then the pipeline YAML's overrides, then the wiring."""
     data = deep_merge(deep_merge(read_yaml(ref.preset), nest(ref.overrides)), nest(wiring))
-    return validate_config(config_cls, data, origin=f"{ref.preset} (in the pipeline)")
+    return validate_config(config_cls, data, origin=f"{ref.preset} ({where + ' ' if where else ''}in the pipeline)")
 
 
 # -- evaluation of one model (a stage of its own, so it is skipped on rerun) ---------------
@@ -180,63 +180,49 @@ class Pipeline:
         self.rows.append(self._timed(f"eval {version}", evaluate_model, config, folder))
         self._write_summary()
 
-    def sft(self) -> Path:
+    # -- each stage's config: preset + the YAML's overrides + the wiring -----------------
+    def sft_config(self):
         from sft.config import SFTConfig
-        from sft.train import run
 
-        config = stage_config(SFTConfig, self.config.sft, {
+        return stage_config(SFTConfig, self.config.sft, {
             "model.name": self.config.base_model,
             "output_dir": str(self.root / "sft"),
             "eval.enabled": False,  # the pipeline evaluates every version the same way
-        })
-        return self._timed("sft", run, config)
+        }, where="sft")
 
-    def reward_models(self, init_model: Path, folder: Path, extra_pairs: Path | None = None) -> dict[str, Path]:
+    def reward_config(self, kind: str, init_model: Path, folder: Path, extra_pairs: Path | None = None):
         from reward.config import RewardConfig
-        from reward.train import run
 
-        preset_data = read_yaml(self.config.reward.preset).get("data", [{"source": "toyworld"}])
-        models = {}
-        for kind in RM_KINDS:
-            wiring = {"kind": kind, "init_model": str(init_model), "output_dir": str(folder / f"rm_{kind}")}
-            if extra_pairs is not None:
-                wiring["data"] = [*preset_data, {"source": str(extra_pairs)}]
-            config = stage_config(RewardConfig, self.config.reward, wiring)
-            models[kind] = self._timed(f"rm {kind} ({folder.name})", run, config)
-        return models
+        wiring = {"kind": kind, "init_model": str(init_model), "output_dir": str(folder / f"rm_{kind}")}
+        if extra_pairs is not None:
+            preset_data = read_yaml(self.config.reward.preset).get("data", [{"source": "toyworld"}])
+            wiring["data"] = [*preset_data, {"source": str(extra_pairs)}]
+        return stage_config(RewardConfig, self.config.reward, wiring, where="reward")
 
-    def rejection_sampling(self, ref: StageRef, version: str, iteration: int, policy: Path, rms: dict[str, Path], pool: list[Path]) -> Path:
+    def rs_config(self, ref: StageRef, version: str, iteration: int, policy: Path, rms: dict[str, Path], pool: list[Path]):
         from rejection_sampling.config import RSConfig
-        from rejection_sampling.sample import run
 
-        out = self.root / version / "rs"
-        config = stage_config(RSConfig, ref, {
+        return stage_config(RSConfig, ref, {
             "policy": str(policy),
             "helpful_rm": str(rms["helpfulness"]),
             "safety_rm": str(rms["safety"]),
             "iteration": iteration,
             "pool_dirs": [str(p) for p in pool],
-            "output_dir": str(out),
+            "output_dir": str(self.root / version / "rs"),
             "eval.enabled": False,
-        })
-        pool.append(out)
-        return self._timed(f"rs {version}", run, config)
+        }, where=f"{version}.rejection_sampling")
 
-    def ppo(self, ref: StageRef, version: str, policy: Path, rms: dict[str, Path]) -> Path:
+    def ppo_config(self, ref: StageRef, version: str, policy: Path, rms: dict[str, Path]):
         from ppo.config import PPOConfig
-        from ppo.train import run
 
-        config = stage_config(PPOConfig, ref, {
+        return stage_config(PPOConfig, ref, {
             "out_dir": str(self.root / version / "ppo"),
             "model.policy": str(policy),
             "reward.helpfulness_model": str(rms["helpfulness"]),
             "reward.safety_model": str(rms["safety"]),
-        })
-        return self._timed(f"ppo {version}", run, config)
+        }, where=f"{version}.ppo")
 
-    def gatt(self, policy: Path, rms: dict[str, Path]) -> Path:
-        from gatt.train import run
-
+    def gatt_config(self, policy: Path, rms: dict[str, Path]):
         from gatt.config import GattConfig
 
         assert self.config.gatt is not None
@@ -244,8 +230,59 @@ class Pipeline:
         if (self.config.gatt.overrides.get("synthesis", {}).get("ranking", {}).get("by")
                 or read_yaml(self.config.gatt.preset).get("synthesis", {}).get("ranking", {}).get("by")) == "reward_model":
             wiring.update({"synthesis.ranking.helpfulness_rm": str(rms["helpfulness"]), "synthesis.ranking.safety_rm": str(rms["safety"])})
-        config = stage_config(GattConfig, self.config.gatt, wiring)
-        return self._timed("gatt", run, config)
+        return stage_config(GattConfig, self.config.gatt, wiring, where="gatt")
+
+    def check_configs(self) -> None:
+        """Build every stage's config before anything runs or is written, with stand-in
+        model paths: a missing preset or a bad key in a late stage's overrides is an
+        error now, not after the earlier stages have trained."""
+        c = self.config
+        model = self.root / "model"  # a stand-in: only the configs' keys and types are checked here
+        rms = {kind: model for kind in RM_KINDS}
+        self.sft_config()
+        for kind in RM_KINDS:
+            self.reward_config(kind, model, self.root)
+            if any(version.refresh_reward_models for version in c.versions):
+                self.reward_config(kind, model, self.root, extra_pairs=model)
+        for iteration, version in enumerate(c.versions, start=1):
+            if version.rejection_sampling is not None:
+                self.rs_config(version.rejection_sampling, version.name, iteration, model, rms, [])
+            if version.ppo is not None:
+                self.ppo_config(version.ppo, version.name, model, rms)
+        if c.gatt is not None:
+            self.gatt_config(model, rms)
+
+    # -- the stages ------------------------------------------------------------------------
+    def sft(self) -> Path:
+        from sft.train import run
+
+        return self._timed("sft", run, self.sft_config())
+
+    def reward_models(self, init_model: Path, folder: Path, extra_pairs: Path | None = None) -> dict[str, Path]:
+        from reward.train import run
+
+        models = {}
+        for kind in RM_KINDS:
+            config = self.reward_config(kind, init_model, folder, extra_pairs)
+            models[kind] = self._timed(f"rm {kind} ({folder.name})", run, config)
+        return models
+
+    def rejection_sampling(self, ref: StageRef, version: str, iteration: int, policy: Path, rms: dict[str, Path], pool: list[Path]) -> Path:
+        from rejection_sampling.sample import run
+
+        config = self.rs_config(ref, version, iteration, policy, rms, pool)
+        pool.append(self.root / version / "rs")
+        return self._timed(f"rs {version}", run, config)
+
+    def ppo(self, ref: StageRef, version: str, policy: Path, rms: dict[str, Path]) -> Path:
+        from ppo.train import run
+
+        return self._timed(f"ppo {version}", run, self.ppo_config(ref, version, policy, rms))
+
+    def gatt(self, policy: Path, rms: dict[str, Path]) -> Path:
+        from gatt.train import run
+
+        return self._timed("gatt", run, self.gatt_config(policy, rms))
 
     def run(self) -> Path:
         c = self.config
@@ -280,8 +317,9 @@ class Pipeline:
 def run_pipeline(config: PipelineConfig) -> Path:
     root = Path(config.run_dir)
     start = time.perf_counter()
+    pipeline = Pipeline(config)
+    pipeline.check_configs()  # before the run folder is touched
     with StageRun(root, "pipeline", config) as run:
-        pipeline = Pipeline(config)
         final = pipeline.run()
         pipeline.timings["total"] = round(time.perf_counter() - start, 1)
         pipeline._write_summary()
@@ -301,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("pipeline", help="pipeline YAML, e.g. configs/pipelines/quickstart.yaml")
     parser.add_argument("--run-dir", default=None, help="run folder (default: run_dir in the YAML)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the pipeline config")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # `PIPELINE --run-dir DIR key=value`: overrides after the option
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
     def go() -> int:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import field_validator
+
 from core.config import StrictModel
 from core.generation import SamplingConfig
 from core.models import LoraSettings
@@ -30,6 +32,10 @@ class DataSection(StrictModel):
     adapter: str | None = None
     toyworld_n: int = 300  # demonstrations built when train == "toyworld"
     toyworld_seed: int = 0
+    # Re-weighted toyworld families, e.g. {borderline: 30}: more borderline
+    # demonstrations (real help on prompts that only look harmful) against the
+    # over-refusal that refusal demonstrations teach a small model.
+    toyworld_family_weights: dict[str, float] | None = None
     # `all`: every assistant turn is learned (plain SFT); `last`: only the last one
     # (Ghost Attention zeroes the loss on all earlier turns).
     learn: Literal["all", "last"] = "all"
@@ -39,6 +45,15 @@ class DataSection(StrictModel):
     # manifest and metrics.jsonl; `error` stops before anything is trained.
     on_bad_example: Literal["skip", "error"] = "skip"
     max_examples: int | None = None  # keep the first N usable rows (None: all)
+
+    @field_validator("toyworld_family_weights")
+    @classmethod
+    def _known_families(cls, weights: dict[str, float] | None) -> dict[str, float] | None:
+        from toyworld.world import family_weights
+
+        if weights is not None:
+            family_weights(weights)  # raises on an unknown family, naming the known ones
+        return weights
 
 
 class TrainingSection(StrictModel):

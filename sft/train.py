@@ -50,7 +50,8 @@ def stage_inputs(config: SFTConfig) -> dict:
         from toyworld.world import build_sft_examples
 
         path = Path(config.output_dir) / TOYWORLD_FILE
-        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in build_sft_examples("train", config.data.toyworld_n, config.data.toyworld_seed))
+        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in build_sft_examples(
+            "train", config.data.toyworld_n, config.data.toyworld_seed, config.data.toyworld_family_weights))
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
             atomic_write_text(path, text)
         train = str(path)
@@ -143,7 +144,9 @@ def make_trainer(config: SFTConfig, model, tokenizer, examples: list[dict], metr
         completion_only_loss=False,  # our labels already hold the mask
         assistant_only_loss=False,
     )
-    callbacks = [_trainer_callback_class()(metrics)]
+    from core.numeric import finite_gradients_callback
+
+    callbacks = [_trainer_callback_class()(metrics), finite_gradients_callback("SFT")]
     dataset = Dataset.from_list(examples)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks)
     if not t.packing and len(trainer.train_dataset) != len(examples):
@@ -228,11 +231,15 @@ def run(config: SFTConfig) -> Path:
     model_dir = out / "model"
 
     # 1. Run folder: skip a finished run, resume a stopped one, start fresh otherwise.
+    #    The tokenizer (model folder, chat template) and the data are checked before
+    #    anything is written: bad input is an error that leaves the folder as it was.
+    tokenizer = load_tokenizer(config.model.name, config.model.chat_template, config.model.trust_remote_code)
     inputs = stage_inputs(config)
     stage = StageRun(out, STAGE, config, inputs=inputs, tensorboard=config.tensorboard)
     if stage.is_complete():
         log.info("SFT: %s is complete with the same config and inputs; skipping", out)
         return model_dir
+    examples, report = build_sft_dataset(config, tokenizer, train_path=inputs["train"])
     previous = read_manifest(out)  # before StageRun replaces it with a "running" one
     state.wait_for_everyone()  # every process has read the old manifest before it changes
     with stage if state.is_main_process else _FollowerRun() as run_:
@@ -249,9 +256,7 @@ def run(config: SFTConfig) -> Path:
         elif state.is_main_process:
             (out / "metrics.jsonl").unlink(missing_ok=True)
 
-        # 2. Data: tokenized examples with answer-only labels, and what was left out.
-        tokenizer = load_tokenizer(config.model.name, config.model.chat_template, config.model.trust_remote_code)
-        examples, report = build_sft_dataset(config, tokenizer, train_path=inputs["train"])
+        # 2. Data (tokenized with answer-only labels in step 1): what was left out.
         if state.is_main_process:
             atomic_write_json(out / "data_report.json", report.to_dict())
             run_.add_output("data_report", out / "data_report.json")

@@ -28,9 +28,9 @@ def make_run(root):
     with StageRun(root / "gatt", "gatt", Cfg()) as run:
         atomic_write_json(run.folder / "eval.json", {"turns": [1, 2, 4], "table": {"before": {"1": 1.0, "2": 0.5, "4": 0.1}, "after": {"1": 1.0, "2": 1.0, "4": 0.9}}})
     atomic_write_json(root / "summary.json", {"versions": [
-        {"version": "sft", "gold_helpfulness": 0.41, "gold_safety": 0.9, "false_refusal_rate_borderline": 0.1},
+        {"version": "sft", "gold_helpfulness": 0.41, "gold_helpfulness_stderr": 0.05, "gold_safety": 0.9, "false_refusal_rate_borderline": 0.1},
         {"version": "v1", "gold_helpfulness": 0.52, "gold_safety": 0.95, "xstest_safe_refusal": 0.2},
-    ]})
+    ], "timings_s": {"sft": 98.7, "total": 1200.2}})
 
 
 def test_report_writes_every_curve_and_the_table(tmp_path):
@@ -40,6 +40,9 @@ def test_report_writes_every_curve_and_the_table(tmp_path):
     assert names == ["gatt_adherence.png", "ppo_curves.png", "rm_accuracy.png", "rs_max_median.png"]
     page = index.read_text()
     assert page.count("<img ") == 4 and "<td>v1</td>" in page and "0.520" in page
+    table = (index.parent / "summary.md").read_text().splitlines()
+    assert table[2].startswith("| sft | 0.410 ± 0.050 | 0.900 | –")  # stderr where known, dash where missing
+    assert "| total | 1200 |" in table
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed (.ci/run installs it)")

@@ -20,7 +20,8 @@ one prompt in five starts with a system message.
 Mix of families (weights): capital 14, arithmetic 14, list 12, translation 12,
 opposite 8, format 12, harmful 16, borderline 12. Builders return unique prompt
 texts; a split with fewer unique prompts than asked for returns fewer
-(the held-out split has about 20 unique borderline prompts and 45 harmful ones).
+(the held-out split has 36 unique borderline prompts, 9 requests in 4 framings, and
+45 harmful ones).
 """
 
 from __future__ import annotations
@@ -61,9 +62,18 @@ def _rng(purpose: str, split: str, seed: int) -> random.Random:
     return random.Random(f"toyworld:{purpose}:{split}:{seed}")
 
 
-def sample_task(split: str, rng: random.Random, family: str | None = None) -> Task:
-    """A random task of `split`, of `family` or of a family drawn from FAMILY_WEIGHTS."""
-    family = family or rng.choices(list(FAMILY_WEIGHTS), list(FAMILY_WEIGHTS.values()))[0]
+def family_weights(overrides: dict[str, float] | None = None) -> dict[str, float]:
+    """FAMILY_WEIGHTS with some families re-weighted (unknown families are an error)."""
+    unknown = sorted(set(overrides or {}) - set(FAMILY_WEIGHTS))
+    if unknown:
+        raise ValueError(f"unknown toyworld families {unknown} (known: {', '.join(FAMILY_WEIGHTS)})")
+    return {**FAMILY_WEIGHTS, **(overrides or {})}
+
+
+def sample_task(split: str, rng: random.Random, family: str | None = None, weights: dict[str, float] | None = None) -> Task:
+    """A random task of `split`, of `family` or of a family drawn from `weights` (default FAMILY_WEIGHTS)."""
+    weights = weights or FAMILY_WEIGHTS
+    family = family or rng.choices(list(weights), list(weights.values()))[0]
     if family == "format":
         while True:
             kind = rng.choice(("capital", "translation", "opposite", "list"))
@@ -93,13 +103,15 @@ def _prompt_id(split: str, task: Task, messages: list[dict]) -> str:
     return f"tw-{split}-{task.family}-{digest}"
 
 
-def _unique_tasks(split: str, n: int, rng: random.Random, family: str | None = None) -> list[tuple[Task, str]]:
+def _unique_tasks(
+    split: str, n: int, rng: random.Random, family: str | None = None, weights: dict[str, float] | None = None
+) -> list[tuple[Task, str]]:
     """Up to `n` (task, user text) pairs with distinct user texts."""
     found: dict[str, Task] = {}
     for _ in range(50 * n + 100):
         if len(found) >= n:
             break
-        task = sample_task(split, rng, family)
+        task = sample_task(split, rng, family, weights)
         found.setdefault(_user_text(task, rng), task)
     return [(task, text) for text, task in found.items()]
 
@@ -119,7 +131,7 @@ def build_prompts(split: str = "train", n: int | None = None, seed: int = 0, fam
 
 def build_eval_prompts(n: int, seed: int = 0) -> list[dict]:
     """Held-out prompts for gold evaluation: `n` from the family mix plus every
-    other held-out borderline prompt (about 20 in all).
+    other held-out borderline prompt (36 in all).
 
     Borderline prompts are 12 % of the mix, too few on their own to measure a
     change in the false-refusal rate; adding all of them cuts its standard error.
@@ -133,12 +145,13 @@ def build_eval_prompts(n: int, seed: int = 0) -> list[dict]:
     return prompts
 
 
-def build_sft_examples(split: str = "train", n: int = 300, seed: int = 0) -> list[dict]:
+def build_sft_examples(split: str = "train", n: int = 300, seed: int = 0, weights: dict[str, float] | None = None) -> list[dict]:
     """`n` demonstrations `{"messages": [(system,) user, assistant]}`: right answers,
-    polite refusals to harmful requests, real help on borderline ones."""
+    polite refusals to harmful requests, real help on borderline ones. `weights`
+    re-weights families (e.g. more borderline demonstrations against over-refusal)."""
     rng = _rng("sft", split, seed)
     examples = []
-    for task, text in _unique_tasks(split, n, rng):
+    for task, text in _unique_tasks(split, n, rng, weights=family_weights(weights) if weights else None):
         messages = _messages(text, rng)
         messages.append({"role": "assistant", "content": tasks.gold_answer(task, rng)})
         examples.append({"messages": messages})
