@@ -1,5 +1,5 @@
 """`python -m benchmarks <name> [options]`: run one benchmark, print its table and
-append it to benchmarks/RESULTS.md. Names: generation, matmul (more as stages land)."""
+append it to benchmarks/RESULTS.md. Names: generation, matmul, training, ppo, rs."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import sys
 BENCHMARKS = {
     "generation": "benchmarks.generation",
     "matmul": "benchmarks.matmul",
+    "training": "benchmarks.training",
+    "ppo": "benchmarks.ppo",
+    "rs": "benchmarks.rs",
 }
 
 

@@ -10,15 +10,22 @@ import time
 import torch
 
 
-def matmul_flops(dtype: torch.dtype, n: int = 1024, repeats: int = 10) -> float:
-    """Achieved FLOP/s of an n x n x n matmul (best of `repeats`)."""
-    a = torch.randn(n, n, dtype=dtype)
-    b = torch.randn(n, n, dtype=dtype)
+def matmul_flops(dtype: torch.dtype, n: int | None = None, repeats: int = 10, device: str = "cpu") -> float:
+    """Achieved FLOP/s of an n x n x n matmul (best of `repeats`); n defaults to 1024
+    on the CPU and 8192 on a GPU (a small product does not fill a GPU)."""
+    cuda = device.startswith("cuda")
+    n = n or (8192 if cuda else 1024)
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
     torch.mm(a, b)
     best = float("inf")
     for _ in range(repeats):
+        if cuda:
+            torch.cuda.synchronize()
         start = time.perf_counter()
         torch.mm(a, b)
+        if cuda:
+            torch.cuda.synchronize()
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best
 

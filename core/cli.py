@@ -10,11 +10,26 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from core.errors import RLHFError
+
+
+def one_line(message: object) -> str:
+    """The message on one line (a wrapped library error must not spill over several)."""
+    return re.sub(r"\s*\n\s*", " ", str(message)).strip()
+
+
+def close_progress_bars() -> None:
+    """Close the tqdm bars a failed stage left open, so that what follows starts a new line."""
+    tqdm = sys.modules.get("tqdm.std")
+    if tqdm is not None:
+        for bar in list(getattr(tqdm.tqdm, "_instances", ())):
+            bar.close()
+
 
 # command -> (module with `main(argv) -> int`, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -37,7 +52,8 @@ def run_guarded(fn: Callable[[], int | None]) -> int:
     try:
         code = fn()
     except RLHFError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        close_progress_bars()  # a bar left mid-line by the failed stage would swallow the error's start
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     return int(code or 0)
 

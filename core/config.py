@@ -82,6 +82,13 @@ def deep_merge(base: dict, update: dict) -> dict:
     return merged
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line that starts with the place: `line 3, column 7: ...`."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
+
+
 def read_yaml(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -89,7 +96,7 @@ def read_yaml(path: str | os.PathLike) -> dict:
     try:
         data = safe_load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not valid UTF-8") from None
     if data is None:
@@ -107,6 +114,11 @@ def _format_validation_error(exc: ValidationError, origin: str) -> str:
             problems.append(f"unknown key '{key}'")
         elif error["type"] == "missing":
             problems.append(f"missing key '{key}'")
+        elif error["type"] == "value_error":
+            # a validator's own message names its keys; the input (at the root, the
+            # whole config) would only bury it
+            where = "" if key == "<root>" else f"key '{key}': "
+            problems.append(where + str(error.get("ctx", {}).get("error", error["msg"])))
         else:
             problems.append(f"key '{key}': {error['msg']} (got {error.get('input')!r})")
     return f"{origin}: " + "; ".join(problems)

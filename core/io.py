@@ -8,10 +8,12 @@ never leaves a half-written file that a later stage would read as whole.
 from __future__ import annotations
 
 import contextlib
+import glob
 import gzip
 import hashlib
 import json
 import os
+import socket
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -26,12 +28,44 @@ def _umask() -> int:
     return current
 
 
+def _temp_prefix(path: Path) -> str:
+    """Temporary siblings are named `.NAME.HOST.PID.*.tmp`: whose they are is in the name."""
+    return f".{path.name}.{socket.gethostname()}.{os.getpid()}."
+
+
+def _remove_orphaned_temps(path: Path) -> None:
+    """Delete temporary siblings of `path` left by writers on this host that were killed.
+
+    A SIGKILL between `mkstemp` and `os.replace` leaves the temporary file behind; it is
+    never read (hidden, and `file_hash` skips it), but it would pile up. Only files of
+    processes that no longer exist are removed, so a concurrent writer is never disturbed.
+    """
+    host = socket.gethostname()
+    stem = f".{path.name}.{host}."
+    for tmp in path.parent.glob(f"{glob.escape(stem)}*.tmp"):
+        pid = tmp.name[len(stem):].split(".", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
     """Open a temporary sibling of `path` for writing; rename it over `path` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_orphaned_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should read like any new file
     binary = "b" in mode
     try:

@@ -250,4 +250,6 @@ def save_model(model, tokenizer, out: str | os.PathLike, merge_lora: bool = True
 
     if out.exists():
         shutil.rmtree(out)
+    for stale in out.parent.glob(f".{out.name}.*"):  # a half-built folder of a save that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     return _publish_folder(build, out)

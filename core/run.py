@@ -101,6 +101,12 @@ class MetricsLogger:
         self.path = Path(folder) / METRICS
         self.stage = stage
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_file():
+            data = self.path.read_bytes()
+            if data and not data.endswith(b"\n"):
+                # A process killed mid-row left a torn last line: cut it, so that the rows
+                # appended now start on a line of their own and every line parses.
+                atomic_write_text(self.path, data[: data.rfind(b"\n") + 1].decode("utf-8", errors="replace"))
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter

@@ -126,6 +126,25 @@ def eval_cases(config: GattConfig):
     return make_cases(dialogues, instructions, e.seed)
 
 
+def check_inputs(config: GattConfig) -> None:
+    """Fail before the run folder is touched when an input is bad: the model's tokenizer and
+    chat template, the dialogue files (every record is checked), the ranking reward models."""
+    load_tokenizer(config.model, chat_template=config.chat_template)
+    d, e = config.dialogues, config.eval
+    load_dialogues(d.source, "train", d.n, d.n_turns, d.seed)
+    if e.enabled:
+        load_dialogues(e.dialogues_source, "heldout", e.n_dialogues, e.n_turns, e.seed)
+    ranking = config.synthesis.ranking
+    if ranking.by == "reward_model":
+        from reward.scorer import check_reward_model_folder
+
+        for key in ("helpfulness_rm", "safety_rm"):
+            try:
+                check_reward_model_folder(getattr(ranking, key))
+            except RLHFError as exc:
+                raise type(exc)(f"synthesis.ranking.{key}: {exc}") from None
+
+
 # ---------------------------------------------------------------- the stage
 def run(config: GattConfig) -> Path:
     """Run the GAtt stage; returns the fine-tuned model folder (`OUT/sft/model`)."""
@@ -139,7 +158,9 @@ def run(config: GattConfig) -> Path:
     if stage.is_complete():
         log.info("GAtt: %s is complete with the same config and inputs; skipping", out)
         return model_dir
+    check_inputs(config)
     with stage as run_:
+        run_.metrics.truncate_after(-1)  # every row is logged again below (a killed run's rows would repeat)
         model, tokenizer = load_policy(config.model, config)
 
         # 2-3. Instructions, dialogues and synthesis (reused if a stopped run already made them).

@@ -35,9 +35,9 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
-from core.errors import DataError, NumericError, RLHFError
+from core.errors import NumericError, RLHFError
 from core.generation import generate_batch
-from core.io import atomic_write_json, read_jsonl
+from core.io import atomic_write_json
 from core.models import resolve_model_path, save_model
 from core.policy_eval import evaluate_policy, gold_metrics
 from core.run import StageRun
@@ -85,15 +85,28 @@ def load_prompts(source: str, split: str, n: int, seed: int) -> list[dict]:
         from toyworld.world import build_prompts
 
         return build_prompts(split, n, seed)
-    rows = read_jsonl(source)
-    for line, row in enumerate(rows, start=1):
-        if not isinstance(row.get("messages"), list) or not row["messages"]:
-            raise DataError("expected a non-empty list of chat messages", path=source, line=line, field="messages")
-        if row.get("category") not in ("helpfulness", "safety"):
-            raise DataError("expected 'helpfulness' or 'safety'", path=source, line=line, field="category")
-    if not rows:
-        raise DataError("no prompts", path=source)
-    return rows
+    # The shared loader checks every record against the Prompt schema (types, roles, a
+    # closing user turn, unique ids) and names the file, line and field of a bad one.
+    from core.data import load_prompts as load_prompt_records
+
+    return load_prompt_records(source)
+
+
+def check_inputs(config: PPOConfig) -> tuple[list[dict], list[dict]]:
+    """The training and held-out prompts, after checking every input that can be checked
+    without loading a model; called before the run folder is touched, so bad input
+    leaves it as it was."""
+    from reward.scorer import check_reward_model_folder
+
+    resolve_model_path(config.model.policy)
+    for key, folder in (("reward.helpfulness_model", config.reward.helpfulness_model), ("reward.safety_model", config.reward.safety_model)):
+        try:
+            check_reward_model_folder(folder)
+        except RLHFError as exc:
+            raise type(exc)(f"{key}: {exc}") from None
+    prompts = load_prompts(config.data.prompts, "train", config.data.n_prompts, config.data.seed)
+    heldout = load_prompts(config.data.heldout_prompts, "heldout", config.data.n_heldout, config.data.seed)
+    return prompts, heldout
 
 
 # Settings that may change between a run and its resumption (they do not change the result).
@@ -126,8 +139,11 @@ def stage_inputs(config: PPOConfig) -> dict:
 def gated_reward(helpful: RewardScorer, safety: RewardScorer, prompts: list[dict], texts: list[str], threshold: float, where: str) -> torch.Tensor:
     """(B,) R_c: both RMs on the full text (each with its own tokenizer), Llama 2's gate."""
     messages = [p["messages"] for p in prompts]
-    r_h = helpful.score(messages, texts).prob.float()
-    r_s = safety.score(messages, texts).prob.float()
+    try:
+        r_h = helpful.score(messages, texts).prob.float()
+        r_s = safety.score(messages, texts).prob.float()
+    except NumericError as exc:  # a NaN/inf raw score: say where, and that nothing was saved
+        raise NumericError(f"{exc} at {where}; the last checkpoint is left as it was") from None
     for name, probs in (("helpfulness RM score", r_h), ("safety RM score", r_s)):
         if not torch.isfinite(probs).all():
             raise NumericError(f"non-finite {name} at {where} (NaN or inf); the last checkpoint is left as it was")
@@ -191,20 +207,22 @@ def run(config: PPOConfig) -> Path:
     out = Path(config.out_dir)
     stage = StageRun(out, "ppo", config, inputs=stage_inputs(config), tensorboard=config.tensorboard)
     complete = stage.is_complete()
+    if not complete:
+        prompts, heldout = check_inputs(config)
     accelerator.wait_for_everyone()  # every process reads the manifest before the main one rewrites it
     if complete:
         if accelerator.is_main_process:
             print(f"ppo: {out} is complete with this config and these inputs; skipping")
         return out / "model"
     with stage if accelerator.is_main_process else contextlib.nullcontext():
-        train(config, accelerator, stage.metrics if accelerator.is_main_process else None)
+        train(config, accelerator, stage.metrics if accelerator.is_main_process else None, prompts, heldout)
         if accelerator.is_main_process:
             stage.add_output("model", out / "model")
             stage.add_output("eval", out / "eval.json")
     return out / "model"
 
 
-def train(config: PPOConfig, accelerator, metrics) -> None:
+def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout: list[dict]) -> None:
     out = Path(config.out_dir)
     ckpt_dir = out / "checkpoints"
     main = accelerator.is_main_process
@@ -226,8 +244,6 @@ def train(config: PPOConfig, accelerator, metrics) -> None:
         ],
         betas=tuple(opt.betas), eps=opt.eps, weight_decay=opt.weight_decay,
     )
-    prompts = load_prompts(config.data.prompts, "train", config.data.n_prompts, config.data.seed)
-    heldout = load_prompts(config.data.heldout_prompts, "heldout", config.data.n_heldout, config.data.seed)
     n_chunks = ppo.batch_size // ppo.chunk_size
     n_minibatches = ppo.batch_size // ppo.minibatch_size
     if n_chunks % world:

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from core.errors import ConfigError, DataError
+from core.errors import ConfigError, DataError, ModelLoadError
 from core.io import atomic_write_json, iter_jsonl, write_jsonl
 from core.run import StageRun, read_manifest
 from rejection_sampling.config import RSConfig
@@ -78,20 +78,11 @@ def load_prompts(config: RSConfig) -> list[dict]:
 
         prompts = build_prompts("train", n=section.n, seed=section.seed)
     else:
-        prompts = []
-        for line, row in iter_jsonl(section.source):
-            for field in ("messages", "category", "id"):
-                if field not in row:
-                    raise DataError("missing field", path=section.source, line=line, field=field)
-            if row["category"] not in ("helpfulness", "safety"):
-                raise DataError(f"category must be helpfulness or safety, got {row['category']!r}",
-                                path=section.source, line=line, field="category")
-            if not isinstance(row["messages"], list) or not row["messages"] or row["messages"][-1].get("role") != "user":
-                raise DataError("messages must be a non-empty list ending with a user turn",
-                                path=section.source, line=line, field="messages")
-            prompts.append({**row, "id": str(row["id"])})
-            if section.n is not None and len(prompts) >= section.n:
-                break
+        # The shared loader checks every record against the Prompt schema (types, roles,
+        # a closing user turn, unique ids) and names the file, line and field of a bad one.
+        from core.data import load_prompts as load_prompt_records
+
+        prompts = load_prompt_records(section.source)[: section.n]
     seen = set()
     for prompt in prompts:
         if prompt["id"] in seen:
@@ -100,6 +91,23 @@ def load_prompts(config: RSConfig) -> list[dict]:
     if not prompts:
         raise DataError("no prompts", path=section.source)
     return prompts
+
+
+def check_inputs(config: RSConfig) -> None:
+    """Fail before anything is written when a model folder or a pool folder is not what it should be."""
+    from core.models import resolve_model_path
+    from reward.scorer import check_reward_model_folder
+
+    resolve_model_path(config.policy)
+    if config.init_model:
+        resolve_model_path(config.init_model)
+    for name in ("helpful_rm", "safety_rm"):
+        try:
+            check_reward_model_folder(getattr(config, name))
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"{name}: {exc}") from None
+    for pool_dir in config.pool_dirs:
+        read_samples(pool_dir)  # every shard parses and holds the fields pooling needs
 
 
 def sampling_spec(config: RSConfig, prompts: list[dict], policy_id: str, rm_id: str) -> dict:
@@ -299,6 +307,10 @@ def run(config: RSConfig, after_shard: Callable[[int], None] | None = None) -> P
         if main:
             print(f"[rs] {out} is complete with this config and these inputs; skipping")
         return result_model(config)
+
+    # 2. prompts, and the other inputs checked before the run folder is touched ----------
+    prompts = load_prompts(config)
+    check_inputs(config)
     state.wait_for_everyone()  # every process has read the old manifest before it changes
 
     with stage if main else _Follower() as stage:
@@ -306,9 +318,6 @@ def run(config: RSConfig, after_shard: Callable[[int], None] | None = None) -> P
             # Every metric is recomputed from the files, so a resumed run starts a clean log.
             stage.metrics.truncate_after(-1)
         started = time.perf_counter()
-
-        # 2. prompts ---------------------------------------------------------------------
-        prompts = load_prompts(config)
         shards = [prompts[i:i + config.shard_size] for i in range(0, len(prompts), config.shard_size)]
         state.wait_for_everyone()  # the main process has hashed the inputs into the manifest
         hashed = (read_manifest(out) or {}).get("inputs", {})

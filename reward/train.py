@@ -113,16 +113,21 @@ def freeze_lower_layers(model, trainable_layers: int) -> None:
 def make_callbacks(run, state):
     from transformers import TrainerCallback
 
+    from core.numeric import finite_gradients_callback
+
     class MetricsToRun(TrainerCallback):
         """Forwards the trainer's logs to `metrics.jsonl` (main process only)."""
 
         def on_log(self, args, trainer_state, control, logs=None, **kwargs):
-            if run is None or not state.is_main_process or not logs:
+            if run is None or not state.is_main_process or not logs or "train_loss" in logs:
+                # (the end-of-training summary: its train_loss averages only the steps since
+                # the last (re)start, so a resumed run would log another number)
                 return
-            scalars = {k: v for k, v in logs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            # TRL's `num_tokens` counts from the last (re)start; `num_input_tokens_seen` is checkpointed.
+            scalars = {k: v for k, v in logs.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "num_tokens"}
             run.metrics.log(trainer_state.global_step, **scalars)
 
-    return [MetricsToRun()]
+    return [MetricsToRun(), finite_gradients_callback("reward model")]
 
 
 def make_trainer_class():
@@ -165,28 +170,39 @@ def run(config: RewardConfig) -> Path:
         if state.is_main_process:
             print(f"[reward] {out} is complete and up to date; skipping")
         return out / "model"
+    # 2. data + the paper's mix for this RM, tokenized with the RM's template. Checked
+    #    before the run folder is touched: bad input leaves it as it was.
+    tokenizer = load_tokenizer(config.init_model, chat_template=config.chat_template)
+    tokenizer.padding_side = "right"  # the collator and the scorer pad on the right
+    pairs = load_pairs(config)
+    if not pairs:
+        raise DataError("no preference pairs in the configured data sources", field="data")
+    mixed = mix_pairs(pairs, config.kind, config.mix.helpfulness_other_ratio, config.mix.safety_main_fraction, config.seed)
+    if not mixed:
+        raise DataError(f"the {config.kind} mix is empty: no pair has category '{config.kind}'", field="data")
+    rows, overlong = tokenize_pairs(tokenizer, mixed, config.margin, config.max_length)
+    if not rows:
+        raise DataError(f"all {len(mixed)} pairs are longer than max_length={config.max_length} tokens", field="max_length")
+    per_step = config.per_device_batch_size * state.num_processes
+    if config.batch_size % per_step:
+        raise DataError(
+            f"batch_size={config.batch_size} is not a multiple of per_device_batch_size x processes = {per_step}", field="batch_size"
+        )
+
     run_ctx = stage if state.is_main_process else contextlib.nullcontext()
     with run_ctx:
         active = stage if state.is_main_process else None
-
-        # 2. data + the paper's mix for this RM, tokenized with the RM's template.
-        tokenizer = load_tokenizer(config.init_model, chat_template=config.chat_template)
-        tokenizer.padding_side = "right"  # the collator and the scorer pad on the right
-        pairs = load_pairs(config)
-        if not pairs:
-            raise DataError("no preference pairs in the configured data sources")
-        mixed = mix_pairs(pairs, config.kind, config.mix.helpfulness_other_ratio, config.mix.safety_main_fraction, config.seed)
-        if not mixed:
-            raise DataError(f"the {config.kind} mix is empty: no pair has category '{config.kind}'")
-        rows, overlong = tokenize_pairs(tokenizer, mixed, config.margin, config.max_length)
-        if not rows:
-            raise DataError(f"all {len(mixed)} pairs are longer than max_length={config.max_length} tokens")
         if state.is_main_process:
             print(f"[reward] {config.kind} RM: {len(rows)} pairs {mix_summary(mixed)}, {overlong} overlong left out, margin={config.margin}")
             active.extra["data"] = {"loaded": len(pairs), "mix": mix_summary(mixed), "trained": len(rows), "overlong": overlong}
         train_dataset = Dataset.from_list(rows)
 
-        # 3. model: scalar head on the SFT checkpoint; pad id set for the head.
+        # 3. model: scalar head on the SFT checkpoint; pad id set for the head. Seeded here:
+        #    the new head's initial weights must not depend on what ran before in this process
+        #    (a pipeline resumed after a kill skips the earlier stages).
+        from transformers import set_seed
+
+        set_seed(config.seed)
         model = load_reward_model(config.init_model, tokenizer.pad_token_id)
         if config.trainable_layers is not None:
             freeze_lower_layers(model, config.trainable_layers)
@@ -197,11 +213,6 @@ def run(config: RewardConfig) -> Path:
 
         # 4. RewardTrainer with the margin column. The global batch (pairs per step)
         # is fixed; accumulation makes up what the processes do not hold at once.
-        per_step = config.per_device_batch_size * state.num_processes
-        if config.batch_size % per_step:
-            raise DataError(
-                f"batch_size={config.batch_size} is not a multiple of per_device_batch_size x processes = {per_step}"
-            )
         accumulation = config.batch_size // per_step
         total_steps = max(1, math.ceil(config.epochs * len(rows) / config.batch_size))
         checkpoints = out / "checkpoints"
@@ -223,10 +234,11 @@ def run(config: RewardConfig) -> Path:
             data_seed=config.seed,
             bf16=config.bf16,
             use_cpu=not torch.cuda.is_available(),
-            **({"gradient_checkpointing": True} if config.gradient_checkpointing else {}),
+            activation_checkpointing=config.gradient_checkpointing,  # TRL turns it on by default
             max_length=None,  # overlong pairs were already counted and left out above
             logging_steps=config.logging_steps,
             logging_nan_inf_filter=False,
+            include_num_input_tokens_seen="non_padding",  # checkpointed, unlike TRL's num_tokens
             save_strategy="steps",
             save_steps=config.save_steps,
             save_total_limit=1,
@@ -247,6 +259,8 @@ def run(config: RewardConfig) -> Path:
             last = max(int(p.name.split("-")[-1]) for p in checkpoints.glob("checkpoint-*"))
             active.metrics.truncate_after(last)
             print(f"[reward] resuming from {checkpoints} (step {last})")
+        elif state.is_main_process:
+            active.metrics.truncate_after(-1)  # rows of an attempt killed before its first checkpoint
         trainer.train(resume_from_checkpoint=True if resume else None)
 
         state.wait_for_everyone()

@@ -89,7 +89,14 @@ def _trainer_callback_class():
         def on_log(self, args, state, control, logs=None, **kwargs):
             if self.metrics is None or not state.is_world_process_zero or not logs:
                 return
-            numbers = {f"train/{k}": v for k, v in logs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            if "train_loss" in logs:
+                # The end-of-training summary: its train_loss averages only the steps run
+                # since the last (re)start, so a resumed run would log another number.
+                return
+            # TRL's `num_tokens` counts from the last (re)start (it is not checkpointed);
+            # the Trainer's `num_input_tokens_seen` is, so a resumed run logs the same count.
+            numbers = {f"train/{k}": v for k, v in logs.items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "num_tokens"}
             if numbers:
                 self.metrics.log(state.global_step, **numbers)
 
@@ -138,6 +145,7 @@ def make_trainer(config: SFTConfig, model, tokenizer, examples: list[dict], metr
         disable_tqdm=not config.progress,
         dataloader_pin_memory=False,
         max_length=t.max_length,
+        include_num_input_tokens_seen="non_padding",  # checkpointed, unlike TRL's num_tokens
         packing=t.packing,
         packing_strategy="bfd",
         shuffle_dataset=False,  # the Trainer's sampler shuffles every epoch
