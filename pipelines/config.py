@@ -62,6 +62,11 @@ class PipelineConfig(StrictModel):
     reward: StageRef  # trained twice: kind=helpfulness and kind=safety
     versions: list[VersionSpec]
     gatt: GattRef | None = None
+    # Train the first reward models also on pairs of the SFT model's own samples,
+    # labelled by toyworld's annotators (with `refresh`'s settings): RMs trained only
+    # on the world's templated candidates score the policy's own off-template
+    # answers badly (measured: best-of-8 by such RMs picked non-refusals on harmful prompts).
+    reward_pairs_from_sft: bool = False
     refresh: RefreshSpec = RefreshSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
     seed: int = 0

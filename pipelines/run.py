@@ -242,7 +242,7 @@ class Pipeline:
         self.sft_config()
         for kind in RM_KINDS:
             self.reward_config(kind, model, self.root)
-            if any(version.refresh_reward_models for version in c.versions):
+            if c.reward_pairs_from_sft or any(version.refresh_reward_models for version in c.versions):
                 self.reward_config(kind, model, self.root, extra_pairs=model)
         for iteration, version in enumerate(c.versions, start=1):
             if version.rejection_sampling is not None:
@@ -292,8 +292,14 @@ class Pipeline:
         # 1. SFT.
         latest = self.sft()
         self.evaluate("sft", latest, self.root / "sft" / "eval")
-        # 2. Reward models from the SFT checkpoint.
-        rms = self.reward_models(latest, self.root)
+        # 2. Reward models from the SFT checkpoint, optionally also on pairs of the SFT
+        # model's own samples (Llama 2's annotators compared samples of its models).
+        sft_pairs = None
+        if c.reward_pairs_from_sft:
+            sft_pairs = self._timed("pairs sft", collect_preferences,
+                                    CollectConfig(model=str(latest), refresh=c.refresh, seed=c.seed),
+                                    self.root / "sft" / "pairs")
+        rms = self.reward_models(latest, self.root, extra_pairs=sft_pairs)
         # 3. Versions V1..Vn.
         pool: list[Path] = []
         for iteration, version in enumerate(c.versions, start=1):

@@ -49,7 +49,10 @@ def test_smoke_sft_end_to_end_and_rerun_skipped(tmp_path, caplog):
     assert any("eval_after/gold_safety" in row for row in metrics)
 
     evaluation = json.loads((out / "eval.json").read_text())
-    assert evaluation["n_prompts"] == 4
+    # eval.n_prompts from the family mix, plus every held-out borderline prompt
+    from toyworld.world import build_eval_prompts
+
+    assert evaluation["n_prompts"] == len(build_eval_prompts(4)) > 4
     for key in ("gold_helpfulness", "gold_safety", "refusal_rate_harmful", "false_refusal_rate_borderline"):
         assert key in evaluation["before"] and key in evaluation["after"]
     assert not (out / "checkpoints").exists()
