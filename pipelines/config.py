@@ -33,6 +33,19 @@ class VersionSpec(StrictModel):
     refresh_reward_models: bool = False
 
 
+class RewardRef(StageRef):
+    """The reward preset, trained once per kind; `kind_overrides` apply to one kind only."""
+
+    kind_overrides: dict[str, dict[str, Any]] = {}  # {"safety": {"epochs": 3}}
+
+    @model_validator(mode="after")
+    def _known_kinds(self) -> RewardRef:
+        unknown = set(self.kind_overrides) - {"helpfulness", "safety"}
+        if unknown:
+            raise ValueError(f"kind_overrides: unknown reward-model kind(s) {sorted(unknown)} (expected helpfulness, safety)")
+        return self
+
+
 class GattRef(StageRef):
     after: str  # the version after which GAtt runs; later versions start from its model
 
@@ -59,7 +72,7 @@ class PipelineConfig(StrictModel):
     run_dir: str
     base_model: str = "embedded:smollm2-135m"
     sft: StageRef
-    reward: StageRef  # trained twice: kind=helpfulness and kind=safety
+    reward: RewardRef  # trained twice: kind=helpfulness and kind=safety
     versions: list[VersionSpec]
     gatt: GattRef | None = None
     # Train the first reward models also on pairs of the SFT model's own samples,

@@ -197,7 +197,9 @@ class Pipeline:
         if extra_pairs is not None:
             preset_data = read_yaml(self.config.reward.preset).get("data", [{"source": "toyworld"}])
             wiring["data"] = [*preset_data, {"source": str(extra_pairs)}]
-        return stage_config(RewardConfig, self.config.reward, wiring, where="reward")
+        ref = self.config.reward
+        overrides = deep_merge(nest(ref.overrides), nest(ref.kind_overrides.get(kind, {})))
+        return stage_config(RewardConfig, StageRef(preset=ref.preset, overrides=overrides), wiring, where=f"reward {kind}")
 
     def rs_config(self, ref: StageRef, version: str, iteration: int, policy: Path, rms: dict[str, Path], pool: list[Path]):
         from rejection_sampling.config import RSConfig

@@ -1,11 +1,13 @@
 """How the pipeline composes a stage config: preset, then YAML overrides, then wiring."""
 
+from pathlib import Path
+
 import pytest
 
 from core.config import StrictModel, load_config
 from core.errors import ConfigError
 from pipelines.config import PipelineConfig
-from pipelines.run import nest, stage_config
+from pipelines.run import Pipeline, nest, stage_config
 
 
 class Inner(StrictModel):
@@ -50,7 +52,8 @@ def test_shipped_pipelines_and_their_stage_presets_validate(name):
     assert config.gatt is not None and config.gatt.after in [v.name for v in config.versions]
     stage_config(SFTConfig, config.sft, {"model.name": config.base_model, "output_dir": "x/sft"})
     for kind in ("helpfulness", "safety"):
-        stage_config(RewardConfig, config.reward, {"kind": kind, "init_model": "x/sft/model", "output_dir": f"x/rm_{kind}"})
+        rm = Pipeline(config).reward_config(kind, Path("x/sft/model"), Path("x"))
+        assert isinstance(rm, RewardConfig) and rm.kind == kind
     rms = {"helpful_rm": "x/rm_h", "safety_rm": "x/rm_s"}
     for version in config.versions:
         if version.rejection_sampling:
@@ -67,3 +70,27 @@ def test_gatt_after_unknown_version_is_an_error(tmp_path):
     path.write_text("run_dir: r\nsft: {preset: a}\nreward: {preset: b}\nversions: [{name: v1}]\ngatt: {after: v9, preset: c}\n")
     with pytest.raises(ConfigError, match="gatt.after"):
         load_config(PipelineConfig, path)
+
+
+def test_reward_kind_overrides_apply_to_one_kind_only(tmp_path):
+    """`reward.kind_overrides` train the two RMs of one preset differently (the
+    quickstart gives the safety RM, whose mix is smaller, more passes)."""
+    preset = tmp_path / "rm.yaml"
+    preset.write_text("kind: helpfulness\noutput_dir: x\nepochs: 1.0\nlearning_rate: 1.0e-4\n")
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(
+        f"run_dir: {tmp_path / 'run'}\nsft: {{preset: configs/sft/smoke.yaml}}\n"
+        f"reward:\n  preset: {preset}\n  overrides: {{learning_rate: 3.0e-4}}\n"
+        "  kind_overrides: {safety: {epochs: 3.0}}\n"
+        "versions: [{name: v1, rejection_sampling: {preset: configs/rs/smoke.yaml}}]\n"
+    )
+    runner = Pipeline(load_config(PipelineConfig, str(pipeline)))
+    helpful = runner.reward_config("helpfulness", Path("sft/model"), tmp_path)
+    safety = runner.reward_config("safety", Path("sft/model"), tmp_path)
+    assert (helpful.epochs, helpful.learning_rate) == (1.0, 3.0e-4)
+    assert (safety.epochs, safety.learning_rate) == (3.0, 3.0e-4)
+    assert safety.output_dir == str(tmp_path / "rm_safety")
+
+    pipeline.write_text(pipeline.read_text().replace("{safety:", "{harmless:"))
+    with pytest.raises(ConfigError, match="harmless"):
+        load_config(PipelineConfig, str(pipeline))
