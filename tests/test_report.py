@@ -1,6 +1,5 @@
 """`rlhf report`: curves from stage folders, a per-version table, checked in headless Chromium."""
 
-import json
 import re
 import shutil
 import subprocess

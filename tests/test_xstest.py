@@ -5,7 +5,14 @@ from pathlib import Path
 import pytest
 
 from core.errors import DataError
-from pipelines.xstest import LABELS, classify_response, load_xstest, reference_rates, refusal_rates, stratified_subset
+from pipelines.xstest import (
+    LABELS,
+    classify_response,
+    load_xstest,
+    reference_rates,
+    refusal_rates,
+    stratified_subset,
+)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "xstest"
 
