@@ -44,12 +44,13 @@ def _remove_orphaned_temps(path: Path) -> None:
     stem = f".{path.name}.{host}."
     for tmp in path.parent.glob(f"{glob.escape(stem)}*.tmp"):
         pid = tmp.name[len(stem):].split(".", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (one we may not signal counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

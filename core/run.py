@@ -30,7 +30,7 @@ from pydantic import BaseModel
 
 from core.config import config_to_dict, dump_config
 from core.errors import RLHFError
-from core.io import atomic_write_json, atomic_write_text, file_hash
+from core.io import atomic_write_json, atomic_write_text, file_hash, pid_alive
 
 MANIFEST = "manifest.json"
 CONFIG = "config.yaml"
@@ -212,7 +212,7 @@ class StageRun:
         except FileExistsError:
             owner = lock.read_text(encoding="utf-8", errors="replace").strip()
             pid = owner.split("@")[0]
-            if owner.endswith("@" + socket.gethostname()) and pid.isdigit() and not _pid_alive(int(pid)):
+            if owner.endswith("@" + socket.gethostname()) and pid.isdigit() and not pid_alive(int(pid)):
                 lock.unlink(missing_ok=True)  # left by a process that was killed
                 return self._acquire_lock()
             raise RunLockedError(
@@ -264,13 +264,3 @@ class StageRun:
             if self._locked:
                 (self.folder / LOCK).unlink(missing_ok=True)
                 self._locked = False
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -26,31 +26,8 @@ from core.run import read_manifest, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(autouse=True)
-def _library_log_handlers_on_real_stderr():
-    """Library loggers (transformers, datasets, torch) make a stderr handler on first use;
-    made inside a test, it is bound to a capture stream that pytest closes later (and
-    transformers pins that stream's `flush` on it), so the next test's log call fails. They are pointed at the process's own stderr, and the
-    handler the CLIs add with `logging.basicConfig` is removed after the test."""
-    import logging
-    import sys
-
-    def rebind() -> None:
-        for logger in logging.Logger.manager.loggerDict.values():
-            for handler in getattr(logger, "handlers", []):
-                if type(handler) is logging.StreamHandler and handler.stream is not sys.__stderr__:
-                    handler.stream = sys.__stderr__  # not setStream: it would flush a closed stream
-                    handler.__dict__.pop("flush", None)  # transformers pins the old stream's flush
-
-    rebind()
-    root = logging.getLogger()
-    before = list(root.handlers)
-    yield
-    for handler in root.handlers[:]:
-        if handler not in before:
-            root.removeHandler(handler)
-    rebind()
+# The CLIs run in this process: keep library log handlers off pytest's closed streams.
+pytestmark = pytest.mark.usefixtures("library_log_handlers_on_real_stderr")
 
 
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
