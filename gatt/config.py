@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 
 from core.config import StrictModel
 from core.generation import SamplingConfig
 from core.models import DType, LoraSettings
-from sft.config import TrainingSection
+from sft.config import TrainingSection, check_family_weights
 
 Kind = Literal["hobby", "language", "figure", "upper", "end_marker", "prefix", "max_words"]
 Position = Literal["first_user", "system"]
@@ -63,7 +63,8 @@ class SynthesisSection(StrictModel):
     k: int = 4  # samples per assistant turn; a turn with no adhering sample drops the dialogue
     instruction_position: Position = "first_user"  # where the instruction stays in the trained data
     # `last`: one example per dialogue, the last turn learned (the paper); `every_turn`:
-    # one example per prefix ending at turn t >= 2, each learning only its own last turn.
+    # one example per prefix ending at every turn t (turn 1 included: the instruction
+    # is then in the same user message), each learning only its own last turn.
     examples: Literal["last", "every_turn"] = "last"
     sampling: SamplingConfig = SamplingConfig(max_new_tokens=32, temperature=0.8, batch_size=16)
     ranking: RankingSection = RankingSection()
@@ -88,6 +89,15 @@ class FinetuneSection(StrictModel):
     # fine-tuning on instruction dialogues alone does not erase the policy's
     # helpfulness and safety (Llama 2 merged GAtt data into its RLHF data).
     replay_toyworld: int = 0
+    # Re-weighted toyworld families for the replay, as in the SFT stage's data section:
+    # the default mix taught the quickstart's GAtt model to refuse 83 % of borderline
+    # requests (the same over-refusal the SFT quickstart re-weights against).
+    replay_family_weights: dict[str, float] | None = None
+
+    @field_validator("replay_family_weights")
+    @classmethod
+    def _known_families(cls, weights: dict[str, float] | None) -> dict[str, float] | None:
+        return check_family_weights(weights)
 
 
 class EvalSection(StrictModel):

@@ -88,7 +88,7 @@ def repair_answer(instruction: Instruction, samples: list[str], scores: list[flo
 
 def training_records(state: DialogueState, text: str, position: str, examples: str) -> list[dict]:
     """The finished dialogue as learn-last SFT rows: the instruction (`text`) only in turn 1."""
-    ends = [len(state.answers)] if examples == "last" else list(range(2, len(state.answers) + 1))
+    ends = [len(state.answers)] if examples == "last" else list(range(1, len(state.answers) + 1))
     return [
         {
             "messages": dialogue_messages(state.dialogue, state.answers[:end], text, position, every_turn=False),

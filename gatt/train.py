@@ -102,20 +102,12 @@ def sft_config(config: GattConfig, data_path: Path, output_dir: Path):
 
 
 def training_data(config: GattConfig, data_path: Path, out_path: Path) -> tuple[Path, int]:
-    """The fine-tuning file: the GAtt rows, plus toyworld demonstrations when
-    `finetune.replay_toyworld` > 0 (written to `out_path`); and the replay count."""
-    n_replay = config.finetune.replay_toyworld
-    if n_replay == 0:
-        return data_path, 0
-    from core.io import iter_jsonl
-    from toyworld.world import build_sft_examples
+    """The fine-tuning file: the GAtt rows, plus `finetune.replay_toyworld` toyworld
+    demonstrations (written to `out_path`); and the replay count."""
+    from sft.data import with_toyworld_replay
 
-    replay = [
-        {"messages": example["messages"], "learn": "last", "id": f"replay-{index:05d}"}
-        for index, example in enumerate(build_sft_examples("train", n_replay, config.seed))
-    ]
-    write_jsonl(out_path, [*(row for _, row in iter_jsonl(data_path)), *replay])
-    return out_path, len(replay)
+    f = config.finetune
+    return with_toyworld_replay(data_path, out_path, f.replay_toyworld, config.seed, f.replay_family_weights)
 
 
 def eval_cases(config: GattConfig):

@@ -53,6 +53,7 @@ STAGE = "rejection_sampling"
 SAMPLES = "samples"
 SPEC = "spec.json"
 SHARD_GLOB = "shard-*.jsonl"
+FINETUNE_DATA = "finetune_data.jsonl"  # the pooled best answers plus replayed demonstrations
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -391,6 +392,12 @@ def run(config: RSConfig, after_shard: Callable[[int], None] | None = None) -> P
             if config.min_reward is not None:
                 best = {pid: s for pid, s in best.items() if s["reward"] >= config.min_reward}
             write_jsonl(best_path, [best_record(sample) for sample in best.values()])
+            if config.replay_toyworld:
+                from sft.data import with_toyworld_replay
+
+                with_toyworld_replay(best_path, out / FINETUNE_DATA, config.replay_toyworld, config.seed,
+                                     config.replay_family_weights)
+                stage.add_output("finetune_data", out / FINETUNE_DATA)
             from_iteration: dict[str, int] = {}
             for sample in best.values():
                 from_iteration[str(sample["iteration"])] = from_iteration.get(str(sample["iteration"]), 0) + 1
@@ -475,14 +482,17 @@ def format_curve(curve: list[dict]) -> str:
 
 
 def finetune(config: RSConfig, best_path: Path, sft_dir: Path) -> Path:
-    """Step 7 through the SFT stage (its own run folder, skip and resume): returns its model folder."""
+    """Step 7 through the SFT stage (its own run folder, skip and resume): returns its model folder.
+    With `replay_toyworld` it trains on `finetune_data.jsonl` (the targets and the
+    replayed demonstrations, written in step 5) instead of `best_path`."""
     from sft.config import DataSection, ModelSection, SFTConfig
     from sft.config import EvalSection as SFTEval
     from sft.train import run as sft_run
 
+    data_path = best_path.with_name(FINETUNE_DATA) if config.replay_toyworld else best_path
     sft_config = SFTConfig(
         model=ModelSection(name=config.start_model),
-        data=DataSection(train=str(best_path), on_bad_example="skip"),
+        data=DataSection(train=str(data_path), on_bad_example="skip"),
         training=config.finetune,
         lora=config.lora,
         eval=SFTEval(enabled=False),  # evaluated below, before against after, on the same prompts

@@ -17,6 +17,15 @@ from core.generation import SamplingConfig
 from core.models import LoraSettings
 
 
+def check_family_weights(weights: dict[str, float] | None) -> dict[str, float] | None:
+    """`weights` unchanged; raises on an unknown toyworld family, naming the known ones."""
+    from toyworld.world import family_weights
+
+    if weights is not None:
+        family_weights(weights)
+    return weights
+
+
 class ModelSection(StrictModel):
     name: str = "embedded:smollm2-135m"  # embedded name, local folder or hub id
     chat_template: Literal["auto", "llama2", "require"] = "auto"  # see core.chat.ensure_chat_template
@@ -49,11 +58,7 @@ class DataSection(StrictModel):
     @field_validator("toyworld_family_weights")
     @classmethod
     def _known_families(cls, weights: dict[str, float] | None) -> dict[str, float] | None:
-        from toyworld.world import family_weights
-
-        if weights is not None:
-            family_weights(weights)  # raises on an unknown family, naming the known ones
-        return weights
+        return check_family_weights(weights)
 
 
 class TrainingSection(StrictModel):

@@ -126,6 +126,28 @@ def load_conversations(source: str, adapter: str | None = None, toyworld_n: int 
 
 
 # ---------------------------------------------------------------- 2. checking and tokenizing
+def with_toyworld_replay(data_path: Path, out_path: Path, n: int, seed: int, weights: dict[str, float] | None) -> tuple[Path, int]:
+    """A training file of `data_path`'s rows followed by `n` toyworld train-split
+    demonstrations (families re-weighted by `weights`), written to `out_path`; with
+    `n` = 0, `data_path` itself. Returns the file and the number of replayed rows.
+
+    Stages that fine-tune on a few hundred rows of one narrow kind (rejection-sampling
+    targets, GAtt dialogues) replay ordinary demonstrations so that the fine-tune
+    does not erase what SFT taught (the refusals above all).
+    """
+    if n == 0:
+        return data_path, 0
+    from core.io import iter_jsonl, write_jsonl
+    from toyworld.world import build_sft_examples
+
+    replay = [
+        {"messages": example["messages"], "id": f"replay-{index:05d}"}
+        for index, example in enumerate(build_sft_examples("train", n, seed, weights))
+    ]
+    write_jsonl(out_path, [*(row for _, row in iter_jsonl(data_path)), *replay])
+    return out_path, len(replay)
+
+
 def problem_before_tokenizing(messages: list[dict], learn: str) -> tuple[str, str] | None:
     """(reason, detail) for a conversation that cannot be learned whatever the tokenizer."""
     assistant = [i for i, m in enumerate(messages) if m["role"] == "assistant"]

@@ -124,10 +124,16 @@ def test_repair_answer_applies_the_instruction_to_the_best_scoring_sample():
     assert repair_answer(MARKER, ["Paris.", "Lima.", "Rome."], [0.2, 1.0, 1.0]) == "Lima. -- done"
 
 
+def test_repair_does_not_edit_what_already_obeys():
+    """A sample that ends with the marker but scored too low is kept as it is, not
+    given the marker twice ("Lima. -- done -- done" was a real quickstart target)."""
+    assert repair_answer(MARKER, ["Lima. -- done"], [0.1]) == "Lima. -- done"
+
+
 def test_every_turn_examples_each_learn_only_their_own_last_turn(stubbed, smollm_tokenizer):
     stubbed()
     records, stats = run_stubbed(examples="every_turn")
-    assert stats.n_examples == len(records) == 3 * 2  # prefixes ending at turns 2 and 3
+    assert stats.n_examples == len(records) == 3 * 3  # prefixes ending at turns 1, 2 and 3
     for record in records:
         answers = [m["content"] for m in record["messages"] if m["role"] == "assistant"]
         assert learned_text(smollm_tokenizer, record["messages"]) == answers[-1] + smollm_tokenizer.eos_token

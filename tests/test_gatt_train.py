@@ -64,3 +64,24 @@ def test_cli_eval_writes_the_table(tmp_path, capsys):
     assert code == 0
     assert "| model | turn 1 | turn 2 |" in capsys.readouterr().out
     assert (tmp_path / "eval.json").is_file()
+
+
+def test_replayed_demonstrations_follow_the_gatt_rows_with_the_given_family_weights(tmp_path):
+    """The fine-tune file is the GAtt rows then `replay_toyworld` toyworld demonstrations,
+    drawn with `replay_family_weights` (the quickstart re-weights towards borderline
+    requests, as its SFT does, against over-refusal)."""
+    from gatt.train import training_data
+    from toyworld.world import build_sft_examples
+
+    gatt_rows = tmp_path / "gatt.jsonl"
+    gatt_rows.write_text(json.dumps({"messages": [{"role": "user", "content": "Hi. End: -- done"},
+                                                  {"role": "assistant", "content": "Hello -- done"}], "learn": "last"}) + "\n")
+    weights = {"borderline": 1000.0}
+    config = load_config(GattConfig, SMOKE, ["finetune.replay_toyworld=4", f"finetune.replay_family_weights={json.dumps(weights)}"])
+    path, n_replay = training_data(config, gatt_rows, tmp_path / "train.jsonl")
+    rows = read_jsonl(path)
+    assert n_replay == 4 and len(rows) == 5 and rows[0]["messages"][-1]["content"] == "Hello -- done"
+    assert [row["messages"] for row in rows[1:]] == [e["messages"] for e in build_sft_examples("train", 4, config.seed, weights)]
+    assert [row["messages"] for row in rows[1:]] != [e["messages"] for e in build_sft_examples("train", 4, config.seed)]
+    with pytest.raises(ConfigError, match="unknown toyworld families"):
+        load_config(GattConfig, SMOKE, ['finetune.replay_family_weights={"pirates": 1}'])

@@ -197,7 +197,7 @@ def test_smoke_preset_end_to_end_through_the_cli(rms, tmp_path):
     out = tmp_path / "rs"
     helpful, safety = rms
     args = ["--config", str(SMOKE), f"helpful_rm={helpful}", f"safety_rm={safety}", f"output_dir={out}",
-            "prompts.n=8", "k=2", "eval.n_prompts=4"]
+            "prompts.n=8", "k=2", "eval.n_prompts=4", "replay_toyworld=3"]
     assert main(args) == 0
     for name in ("best.jsonl", "curve.json", "curve.png", "eval.json", "model/config.json", "sft/manifest.json",
                  "config.yaml", "metrics.jsonl"):
@@ -210,6 +210,12 @@ def test_smoke_preset_end_to_end_through_the_cli(rms, tmp_path):
     assert "diff_stderr" in result["gold_combined_paired"]
     assert "chosen" in result["samples_gold"]
     assert "name: embedded:tiny-llama" in (out / "sft" / "config.yaml").read_text()  # init_model null: the policy
+    # the fine-tune learned the 8 pooled targets and 3 replayed SFT demonstrations
+    targets = read_jsonl(out / "best.jsonl")
+    trained = read_jsonl(out / "finetune_data.jsonl")
+    assert len(targets) == 8 and trained[:8] == targets and len(trained) == 11
+    assert all(row["id"].startswith("replay-") for row in trained[8:])
+    assert json.loads((out / "sft" / "data_report.json").read_text())["n_rows"] == 11
     mtime = (out / "manifest.json").stat().st_mtime_ns
     assert main(args) == 0  # complete: skipped
     assert (out / "manifest.json").stat().st_mtime_ns == mtime

@@ -43,12 +43,19 @@ LANGUAGE_MARKERS: dict[str, tuple[str, ...]] = {
 LANGUAGE_GREETINGS = {"French": "Bonjour!", "Spanish": "¡Hola!", "German": "Hallo!", "Italian": "Ciao!"}
 
 _VALUES: dict[str, dict[str, tuple]] = {
+    # Many values per copyable kind: with two end markers a model learns the two
+    # strings; with a dozen it has to learn to copy the one in the instruction,
+    # which is what the held-out values test.
     "train": {
-        "hobby": ("chess", "gardening", "painting", "pottery", "baking", "fishing"),
+        "hobby": ("chess", "gardening", "painting", "pottery", "baking", "fishing",
+                  "cycling", "sailing", "origami", "juggling", "birdwatching", "surfing"),
         "language": ("French", "Spanish"),
-        "figure": ("Napoleon", "Cleopatra", "Shakespeare", "Einstein"),
-        "end_marker": ("-- done", "-- end"),
-        "prefix": ("Answer:", "Reply:"),
+        "figure": ("Napoleon", "Cleopatra", "Shakespeare", "Einstein", "Darwin", "Newton",
+                   "Gandhi", "Picasso", "Galileo", "Beethoven", "Lincoln", "Curie"),
+        "end_marker": ("-- done", "-- end", "-- fin", "-- bye", "-- ok", "-- stop",
+                       "-- out", "-- later", "-- thanks", "-- cheers", "-- peace", "-- yours"),
+        "prefix": ("Answer:", "Reply:", "Note:", "Output:", "Result:", "Sure:",
+                   "Okay:", "Well:", "So:", "Here:", "Info:", "Fact:"),
         "max_words": (10, 12),
         "upper": (None,),
     },
@@ -132,7 +139,7 @@ def apply(instruction: Instruction, answer: str) -> str:
         if part.kind == "max_words":  # leave room for the words other parts add
             added = sum(len(words(_apply_one(p, ""))) for p in parts if p is not part)
             text = " ".join(text.split()[: max(1, int(part.arg) - added)])
-        else:
+        elif not check(part, text):  # an answer that already obeys a part is not edited twice
             text = _apply_one(part, text)
     return text
 
