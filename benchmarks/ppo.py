@@ -115,7 +115,7 @@ def run_ours(spec: dict) -> dict:
 
     mode = spec["mode"]
     config = validate_config(PPOConfig, {
-        "out_dir": str(Path(spec["tmp"]) / f"ppo-{mode}"),
+        "output_dir": str(Path(spec["tmp"]) / f"ppo-{mode}"),
         "model": {"policy": spec["model"], "dtype": spec["dtype"], "memory": mode,
                   "critic_init": "helpfulness_rm" if mode == "separate" else "policy",
                   "lora": {"enabled": True, "r": spec["lora_r"], "alpha": 2 * spec["lora_r"]}},

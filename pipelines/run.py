@@ -218,7 +218,7 @@ class Pipeline:
         from ppo.config import PPOConfig
 
         return stage_config(PPOConfig, ref, {
-            "out_dir": str(self.root / version / "ppo"),
+            "output_dir": str(self.root / version / "ppo"),
             "model.policy": str(policy),
             "reward.helpfulness_model": str(rms["helpfulness"]),
             "reward.safety_model": str(rms["safety"]),

@@ -88,7 +88,7 @@ class EvalSection(StrictModel):
 
 
 class PPOConfig(StrictModel):
-    out_dir: str
+    output_dir: str
     model: ModelSection
     reward: RewardSection
     data: DataSection = DataSection()

@@ -12,7 +12,7 @@ gate in `reward/combine.py`, models in `ppo/models.py`, sharding and distributed
 in `ppo/rollout.py` (its docstring explains why an N-process run takes the same step
 as a one-process run), checkpoints in `ppo/checkpoint.py`.
 
-Outputs in `out_dir`: `model/` (the final, or best held-out, policy as a Hugging Face
+Outputs in `output_dir`: `model/` (the final, or best held-out, policy as a Hugging Face
 folder, LoRA merged), `checkpoints/`, `eval.json` (gold metrics on held-out prompts
 before and after), and the stage files (`config.yaml`, `manifest.json`,
 `metrics.jsonl`). A completed run is skipped; an interrupted one resumes from its last
@@ -204,7 +204,7 @@ def evaluate_heldout(models, tokenizer, heldout: list[dict], helpful, safety, co
 
 def run(config: PPOConfig) -> Path:
     accelerator = Accelerator()
-    out = Path(config.out_dir)
+    out = Path(config.output_dir)
     stage = StageRun(out, "ppo", config, inputs=stage_inputs(config), tensorboard=config.tensorboard)
     complete = stage.is_complete()
     if not complete:
@@ -223,7 +223,7 @@ def run(config: PPOConfig) -> Path:
 
 
 def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout: list[dict]) -> None:
-    out = Path(config.out_dir)
+    out = Path(config.output_dir)
     ckpt_dir = out / "checkpoints"
     main = accelerator.is_main_process
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -278,7 +278,7 @@ def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout:
             differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
             raise RLHFError(
                 f"{latest} was written by a run with another config (sections that differ: {', '.join(differ)}); "
-                "use a new out_dir, or delete its checkpoints/ to start over"
+                "use a new output_dir, or delete its checkpoints/ to start over"
             )
         saved = load_checkpoint(accelerator, latest, models, optimizer)
         start = saved["iteration"]

@@ -139,7 +139,7 @@ def rs(*extra):
 def ppo(*extra):
     def argv(d, a):
         rms = [f"reward.helpfulness_model={a['rm']}", f"reward.safety_model={a['rm']}"]
-        return ["ppo", "--config", PPO, f"out_dir={d / 'out'}", *rms, *[e.format(**a, dir=d) for e in extra]]
+        return ["ppo", "--config", PPO, f"output_dir={d / 'out'}", *rms, *[e.format(**a, dir=d) for e in extra]]
     return argv
 
 

@@ -59,7 +59,7 @@ def test_shipped_pipelines_and_their_stage_presets_validate(name):
         if version.rejection_sampling:
             stage_config(RSConfig, version.rejection_sampling, {"policy": "x/p", "output_dir": "x/rs", **rms})
         if version.ppo:
-            stage_config(PPOConfig, version.ppo, {"model.policy": "x/p", "out_dir": "x/ppo",
+            stage_config(PPOConfig, version.ppo, {"model.policy": "x/p", "output_dir": "x/ppo",
                                                   "reward.helpfulness_model": "x/rm_h", "reward.safety_model": "x/rm_s"})
     stage_config(GattConfig, config.gatt, {"model": "x/p", "output_dir": "x/gatt",
                                            "synthesis.ranking.helpfulness_rm": "x/rm_h", "synthesis.ranking.safety_rm": "x/rm_s"})

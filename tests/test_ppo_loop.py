@@ -60,7 +60,7 @@ def rms(tmp_path_factory):
 
 def overrides(out: Path, rms, **extra) -> list[str]:
     settings = {
-        "out_dir": str(out),
+        "output_dir": str(out),
         "model.policy": "embedded:tiny-llama",
         "model.critic_init": "policy",
         "reward.helpfulness_model": str(rms[0]),
