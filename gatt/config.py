@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import model_validator
 
 from core.config import StrictModel
 from core.generation import SamplingConfig
 from core.models import DType, LoraSettings
-from sft.config import TrainingSection, check_family_weights
+from sft.config import FamilyWeights, TrainingSection
 
 Kind = Literal["hobby", "language", "figure", "upper", "end_marker", "prefix", "max_words"]
 Position = Literal["first_user", "system"]
@@ -92,12 +92,7 @@ class FinetuneSection(StrictModel):
     # Re-weighted toyworld families for the replay, as in the SFT stage's data section:
     # the default mix taught the quickstart's GAtt model to refuse 83 % of borderline
     # requests (the same over-refusal the SFT quickstart re-weights against).
-    replay_family_weights: dict[str, float] | None = None
-
-    @field_validator("replay_family_weights")
-    @classmethod
-    def _known_families(cls, weights: dict[str, float] | None) -> dict[str, float] | None:
-        return check_family_weights(weights)
+    replay_family_weights: FamilyWeights = None
 
 
 class EvalSection(StrictModel):

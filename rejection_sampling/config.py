@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import model_validator
 
 from core.config import StrictModel
 from core.generation import SamplingConfig
 from core.models import LoraSettings
-from sft.config import TrainingSection, check_family_weights
+from sft.config import FamilyWeights, TrainingSection
 
 
 class PromptsSection(StrictModel):
@@ -77,7 +77,7 @@ class RSConfig(StrictModel):
     # the paper). A fine-tune on a hundred sampled targets, a handful of them on
     # harmful prompts, erased the quickstart SFT model's refusals (72 % -> 0 %).
     replay_toyworld: int = 0
-    replay_family_weights: dict[str, float] | None = None
+    replay_family_weights: FamilyWeights = None
     finetune: TrainingSection = TrainingSection(learning_rate=1e-5, epochs=2.0, batch_size=8, max_length=512, save_steps=1000)
     lora: LoraSettings = LoraSettings()
 
@@ -85,11 +85,6 @@ class RSConfig(StrictModel):
     output_dir: str = "runs/rs"
     tensorboard: bool = False
     progress: bool = True
-
-    @field_validator("replay_family_weights")
-    @classmethod
-    def _known_families(cls, weights: dict[str, float] | None) -> dict[str, float] | None:
-        return check_family_weights(weights)
 
     @model_validator(mode="after")
     def _check(self) -> RSConfig:

@@ -8,9 +8,9 @@ overridden from the command line, dotted for nested keys:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import field_validator
+from pydantic import AfterValidator
 
 from core.config import StrictModel
 from core.generation import SamplingConfig
@@ -24,6 +24,10 @@ def check_family_weights(weights: dict[str, float] | None) -> dict[str, float] |
     if weights is not None:
         family_weights(weights)
     return weights
+
+
+# Re-weighted toyworld families, e.g. {borderline: 32, harmful: 12}; None: the default mix.
+FamilyWeights = Annotated[dict[str, float] | None, AfterValidator(check_family_weights)]
 
 
 class ModelSection(StrictModel):
@@ -44,7 +48,7 @@ class DataSection(StrictModel):
     # Re-weighted toyworld families, e.g. {borderline: 30}: more borderline
     # demonstrations (real help on prompts that only look harmful) against the
     # over-refusal that refusal demonstrations teach a small model.
-    toyworld_family_weights: dict[str, float] | None = None
+    toyworld_family_weights: FamilyWeights = None
     # `all`: every assistant turn is learned (plain SFT); `last`: only the last one
     # (Ghost Attention zeroes the loss on all earlier turns).
     learn: Literal["all", "last"] = "all"
@@ -54,11 +58,6 @@ class DataSection(StrictModel):
     # manifest and metrics.jsonl; `error` stops before anything is trained.
     on_bad_example: Literal["skip", "error"] = "skip"
     max_examples: int | None = None  # keep the first N usable rows (None: all)
-
-    @field_validator("toyworld_family_weights")
-    @classmethod
-    def _known_families(cls, weights: dict[str, float] | None) -> dict[str, float] | None:
-        return check_family_weights(weights)
 
 
 class TrainingSection(StrictModel):
