@@ -31,6 +31,7 @@ from typing import Any
 from core.cli import run_guarded
 from core.config import StrictModel, deep_merge, load_config, read_yaml, validate_config
 from core.generation import SamplingConfig
+from core.models import DType
 from core.io import atomic_write_json, write_jsonl
 from core.run import StageRun
 from pipelines.config import EvaluationSpec, PipelineConfig, RefreshSpec, StageRef
@@ -71,6 +72,7 @@ class EvalStageConfig(StrictModel):
     xstest_data: str | None
     xstest_limit: int | None
     sampling: SamplingConfig
+    dtype: DType = "float32"
     seed: int = 0
 
 
@@ -85,7 +87,7 @@ def evaluate_model(config: EvalStageConfig, out: Path) -> dict:
     if run.is_complete():
         return json.loads((out / "eval.json").read_text())["row"]
     with run:
-        model, tokenizer = load_model_and_tokenizer(config.model)
+        model, tokenizer = load_model_and_tokenizer(config.model, dtype=config.dtype)
         prompts = build_eval_prompts(config.toyworld_prompts, seed=config.seed)
         metrics, responses = evaluate_policy(model, tokenizer, prompts, config.sampling)
         row = {"version": config.version, "model": config.model, **metrics}
@@ -128,7 +130,7 @@ def collect_preferences(config: CollectConfig, out: Path) -> Path:
     if run.is_complete():
         return pairs_path
     with run:
-        model, tokenizer = load_model_and_tokenizer(config.model)
+        model, tokenizer = load_model_and_tokenizer(config.model, dtype=config.refresh.dtype)
         prompts = build_prompts("train", n=config.refresh.n_prompts, seed=config.seed + 1)
         conversations = [p["messages"] for p in prompts]
         answers = [
@@ -175,7 +177,7 @@ class Pipeline:
         spec: EvaluationSpec = self.config.evaluation
         config = EvalStageConfig(
             version=version, model=str(model), toyworld_prompts=spec.toyworld_prompts,
-            xstest_data=spec.xstest_data, xstest_limit=spec.xstest_limit, sampling=spec.sampling, seed=self.config.seed,
+            xstest_data=spec.xstest_data, xstest_limit=spec.xstest_limit, sampling=spec.sampling, dtype=spec.dtype, seed=self.config.seed,
         )
         self.rows.append(self._timed(f"eval {version}", evaluate_model, config, folder))
         self._write_summary()

@@ -72,6 +72,10 @@ class RewardConfig(StrictModel):
     seed: int = 0
     bf16: bool = False  # bf16 autocast (fp32 master weights); worth it on CPU too
     trainable_layers: int | None = None  # train only the top N decoder layers + head (None: all)
+    # Batch pairs of similar length together (the Trainer's LengthGroupedSampler, still
+    # shuffled): a batch pads to its longest sequence, and the pipeline's mixes hold
+    # short templated pairs beside the policy's longer samples.
+    group_by_length: bool = False
     lora: LoraSettings = LoraSettings()
     gradient_checkpointing: bool = False
 

@@ -68,7 +68,8 @@ def tokenize_pairs(tokenizer, pairs: list[dict], margin_scheme: str, max_length:
         if max_length is not None and (len(chosen) > max_length or len(rejected) > max_length):
             overlong += 1
             continue
-        rows.append({"chosen_ids": chosen, "rejected_ids": rejected, "margin": float(margin)})
+        rows.append({"chosen_ids": chosen, "rejected_ids": rejected, "margin": float(margin),
+                     "length": max(len(chosen), len(rejected))})  # what a batch pads to
     return rows, overlong
 
 
@@ -134,7 +135,14 @@ def make_trainer_class():
     from trl import RewardTrainer
 
     class CheckedRewardTrainer(RewardTrainer):
-        """TRL's RewardTrainer that stops on a NaN/inf loss before anything is saved."""
+        """TRL's RewardTrainer that stops on a NaN/inf loss before anything is saved,
+        and keeps the rows' `length` column for `group_by_length` (TRL drops every
+        column but chosen_ids, rejected_ids and margin; its collator ignores the rest)."""
+
+        def _set_signature_columns_if_needed(self):
+            super()._set_signature_columns_if_needed()
+            if "length" not in self._signature_columns:
+                self._signature_columns = [*self._signature_columns, "length"]
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -245,6 +253,8 @@ def run(config: RewardConfig) -> Path:
             report_to=[],
             disable_tqdm=not state.is_main_process,
             dataloader_drop_last=False,
+            train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+            length_column_name="length",
             ddp_find_unused_parameters=False if state.num_processes > 1 else None,
         )
         trainer = make_trainer_class()(

@@ -78,6 +78,10 @@ class TrainingSection(StrictModel):
     # end-of-turn token as the separator; position ids restart per conversation so
     # attention stays inside each one, and prompt tokens keep label -100.
     packing: bool = False
+    # Without packing: batch conversations of similar length together (the
+    # Trainer's LengthGroupedSampler, still shuffled), so a batch pads far less.
+    # Multi-turn GAtt data (contexts of 1 to 4 turns) trains ~1.5x faster this way.
+    group_by_length: bool = False
     # float32, or bfloat16 mixed precision (fp32 master weights, bf16 autocast; the
     # 2-core CPU box does bf16 matmuls ~2.8x faster than fp32).
     dtype: Literal["float32", "bfloat16"] = "float32"

@@ -149,6 +149,7 @@ def make_trainer(config: SFTConfig, model, tokenizer, examples: list[dict], metr
         packing=t.packing,
         packing_strategy="bfd",
         shuffle_dataset=False,  # the Trainer's sampler shuffles every epoch
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         completion_only_loss=False,  # our labels already hold the mask
         assistant_only_loss=False,
     )

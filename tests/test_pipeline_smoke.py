@@ -46,6 +46,10 @@ def test_every_stage_completed_and_wired(smoke_run):
     # PPO starts from V2's rejection-sampling checkpoint.
     ppo = json.loads((smoke_run / "v2" / "ppo" / "manifest.json").read_text())["config"]
     assert ppo["model"]["policy"] == str(smoke_run / "v2" / "rs" / "model")
+    # Evaluation and pair collection sample in the precision the pipeline YAML names.
+    for folder in ["base/eval", "gatt/eval"]:
+        assert json.loads((smoke_run / folder / "manifest.json").read_text())["config"]["dtype"] == "bfloat16"
+    assert json.loads((smoke_run / "v2" / "pairs" / "manifest.json").read_text())["config"]["refresh"]["dtype"] == "bfloat16"
     rows = json.loads((smoke_run / "summary.json").read_text())["versions"]
     assert [row["version"] for row in rows] == ["base", "sft", "v1", "v2", "v2+gatt"]
     assert all(0 <= row["gold_combined"] <= 1 for row in rows)

@@ -50,6 +50,8 @@ def test_scorer_matches_the_trainer_forward(rm_folder):
     scorer = RewardScorer(rm_folder)
     rows, overlong = tokenize_pairs(scorer.tokenizer, PAIRS, "small", max_length=None)
     assert overlong == 0 and [r["margin"] for r in rows] == [pytest.approx(2 / 3), 1.0, 0.0]
+    # what group_by_length sorts by: the longer of the two sequences a pair pads to
+    assert [r["length"] for r in rows] == [max(len(r["chosen_ids"]), len(r["rejected_ids"])) for r in rows]
     args = RewardConfig(output_dir=str(rm_folder.parent / "trainer"), report_to=[], use_cpu=True, max_length=None)
     trainer = make_trainer_class()(model=scorer.model, args=args, train_dataset=Dataset.from_list(rows), processing_class=scorer.tokenizer)
     inputs = trainer.data_collator(rows)  # right-padded chosen + rejected, as in training
@@ -60,6 +62,24 @@ def test_scorer_matches_the_trainer_forward(rm_folder):
     prompts = [p["prompt"] for p in PAIRS]
     expected = torch.cat([scorer.score(prompts, [p["chosen"] for p in PAIRS]).raw, scorer.score(prompts, [p["rejected"] for p in PAIRS]).raw])
     assert torch.allclose(in_trainer, expected, atol=1e-5)
+
+
+def test_group_by_length_sorts_pairs_by_our_length_column(rm_folder):
+    from datasets import Dataset
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+    from trl import RewardConfig
+
+    from reward.train import make_trainer_class, tokenize_pairs
+
+    scorer = RewardScorer(rm_folder)
+    rows, _ = tokenize_pairs(scorer.tokenizer, PAIRS, "small", max_length=None)
+    args = RewardConfig(output_dir=str(rm_folder.parent / "grouped"), report_to=[], use_cpu=True, max_length=None,
+                        train_sampling_strategy="group_by_length", length_column_name="length")
+    trainer = make_trainer_class()(model=scorer.model, args=args, train_dataset=Dataset.from_list(rows), processing_class=scorer.tokenizer)
+    batch = next(iter(trainer.get_train_dataloader()))  # TRL would drop the column unless we keep it
+    assert batch["input_ids"].shape[0] == 2 * len(rows)
+    sampler = trainer._get_train_sampler(trainer._remove_unused_columns(trainer.train_dataset))
+    assert isinstance(sampler, LengthGroupedSampler) and list(sampler.lengths) == [r["length"] for r in rows]
 
 
 def test_rendering_uses_the_rm_tokenizer_template(rm_folder):

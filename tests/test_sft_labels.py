@@ -80,14 +80,13 @@ def _examples(tokenizer):
     return examples
 
 
-def _trainer(tmp_path, packing, tokenizer):
+def _trainer(tmp_path, packing, tokenizer, batch_size=4, group_by_length=False):
     from core.models import load_causal_lm
     from sft.config import SFTConfig
     from sft.train import make_trainer
 
-    config = SFTConfig.model_validate(
-        {"output_dir": str(tmp_path), "training": {"packing": packing, "batch_size": 4, "max_length": 128}, "progress": False}
-    )
+    training = {"packing": packing, "batch_size": batch_size, "max_length": 128, "group_by_length": group_by_length}
+    config = SFTConfig.model_validate({"output_dir": str(tmp_path), "training": training, "progress": False})
     model = load_causal_lm("embedded:tiny-llama")
     examples = _examples(tokenizer)
     return make_trainer(config, model, tokenizer, examples), examples
@@ -104,6 +103,21 @@ def test_collator_batches_carry_our_labels_unpacked(tmp_path, smollm_tokenizer):
         assert labels[:n].tolist() == expected.pop(key)
         assert (labels[n:] == IGNORE_INDEX).all()  # padding is never learned
     assert not expected
+
+
+def test_group_by_length_hands_the_trainer_our_lengths(tmp_path, smollm_tokenizer):
+    # Grouping itself is the Trainer's LengthGroupedSampler (shuffled mega-batches of
+    # 50 batches, each sorted by length); ours is to switch it on and give it the
+    # tokenized lengths it sorts by.
+    from torch.utils.data import RandomSampler
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    grouped, examples = _trainer(tmp_path / "grouped", False, smollm_tokenizer, batch_size=2, group_by_length=True)
+    sampler = grouped._get_train_sampler()
+    assert isinstance(sampler, LengthGroupedSampler)
+    assert list(sampler.lengths) == [len(e["input_ids"]) for e in examples]
+    plain, _ = _trainer(tmp_path / "plain", False, smollm_tokenizer, batch_size=2)
+    assert isinstance(plain._get_train_sampler(), RandomSampler)
 
 
 def test_collator_batches_carry_our_labels_packed(tmp_path, smollm_tokenizer):
