@@ -31,8 +31,8 @@ from typing import Any
 from core.cli import run_guarded
 from core.config import StrictModel, deep_merge, load_config, read_yaml, validate_config
 from core.generation import SamplingConfig
-from core.models import DType
 from core.io import atomic_write_json, write_jsonl
+from core.models import DType
 from core.run import StageRun
 from pipelines.config import EvaluationSpec, PipelineConfig, RefreshSpec, StageRef
 
