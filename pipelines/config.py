@@ -57,7 +57,9 @@ class RefreshSpec(StrictModel):
     max_new_tokens: int = 40
     noise: float = 0.08
     batch_size: int = 16
-    dtype: DType = "float32"  # of the sampled model's weights (bfloat16: ~2x faster on CPU)
+    # Weights of the sampled model. The quickstart's collection (400 prompts x 2) took
+    # 166 s in float32 at batch 16 and 70 s in bfloat16 at batch 64.
+    dtype: DType = "float32"
 
 
 class EvaluationSpec(StrictModel):
