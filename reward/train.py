@@ -135,14 +135,7 @@ def make_trainer_class():
     from trl import RewardTrainer
 
     class CheckedRewardTrainer(RewardTrainer):
-        """TRL's RewardTrainer that stops on a NaN/inf loss before anything is saved,
-        and keeps the rows' `length` column for `group_by_length` (TRL drops every
-        column but chosen_ids, rejected_ids and margin; its collator ignores the rest)."""
-
-        def _set_signature_columns_if_needed(self):
-            super()._set_signature_columns_if_needed()
-            if "length" not in self._signature_columns:
-                self._signature_columns = [*self._signature_columns, "length"]
+        """TRL's RewardTrainer that stops on a NaN/inf loss before anything is saved."""
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -255,6 +248,9 @@ def run(config: RewardConfig) -> Path:
             dataloader_drop_last=False,
             train_sampling_strategy="group_by_length" if config.group_by_length else "random",
             length_column_name="length",
+            # Keep the rows' `length` column for the sampler: TRL would drop every column
+            # but chosen_ids, rejected_ids and margin; its collator ignores the rest.
+            remove_unused_columns=False,
             ddp_find_unused_parameters=False if state.num_processes > 1 else None,
         )
         trainer = make_trainer_class()(

@@ -74,9 +74,10 @@ def test_group_by_length_sorts_pairs_by_our_length_column(rm_folder):
     scorer = RewardScorer(rm_folder)
     rows, _ = tokenize_pairs(scorer.tokenizer, PAIRS, "small", max_length=None)
     args = RewardConfig(output_dir=str(rm_folder.parent / "grouped"), report_to=[], use_cpu=True, max_length=None,
-                        train_sampling_strategy="group_by_length", length_column_name="length")
+                        train_sampling_strategy="group_by_length", length_column_name="length",
+                        remove_unused_columns=False)  # as reward.train sets it
     trainer = make_trainer_class()(model=scorer.model, args=args, train_dataset=Dataset.from_list(rows), processing_class=scorer.tokenizer)
-    batch = next(iter(trainer.get_train_dataloader()))  # TRL would drop the column unless we keep it
+    batch = next(iter(trainer.get_train_dataloader()))  # the collator ignores the length column
     assert batch["input_ids"].shape[0] == 2 * len(rows)
     sampler = trainer._get_train_sampler(trainer._remove_unused_columns(trainer.train_dataset))
     assert isinstance(sampler, LengthGroupedSampler) and list(sampler.lengths) == [r["length"] for r in rows]
