@@ -24,6 +24,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if args.data == "toyworld":
         from toyworld.world import build_preference_pairs
 
+        from toyworld.annotators import gold_agreement
+
         pairs = build_preference_pairs("heldout", args.n, args.seed)
         name = "toyworld_heldout"
     else:
@@ -33,11 +35,17 @@ def evaluate_command(args: argparse.Namespace) -> int:
         name = Path(args.data).name.split(".")[0] if Path(args.data).exists() else args.data.replace("/", "_")
     if args.limit is not None:
         pairs = pairs[: args.limit]
+    # toyworld knows each pair's noise-free judgement: report that judge's accuracy too
+    agreement = [gold_agreement(pair) for pair in pairs] if args.data == "toyworld" else None
     out = Path(args.out) if args.out else Path(args.model).parent / "eval"
-    result = evaluate_pairs(scorer, pairs, out, name=name, threshold=args.threshold, max_length=args.max_length)
+    result = evaluate_pairs(scorer, pairs, out, name=name, threshold=args.threshold, max_length=args.max_length,
+                            judge_agreement=agreement)
     payload = {"model": str(args.model), "data": args.data, "adapter": args.adapter, "limit": args.limit, name: result}
     atomic_write_json(out / "eval.json", payload)
-    print(format_table({Path(args.model).parent.name or str(args.model): result}))
+    rows = {Path(args.model).parent.name or str(args.model): result}
+    if "judge_ceiling" in result:
+        rows["noise-free judge (ceiling)"] = result["judge_ceiling"]
+    print(format_table(rows))
     if result.get("safety"):
         s = result["safety"]
         print(f"safety @ {s['threshold']}: precision {s['precision']}, recall {s['recall']} (n={s['n']}, unsafe={s['n_unsafe']})")

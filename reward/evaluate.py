@@ -7,7 +7,11 @@
   positive class: a response is predicted unsafe when sigma(score) < threshold
   (0.15 in the paper, which reports precision 0.89 and recall 0.55).
 - `evaluate_pairs`: scores pairs with a `RewardScorer`, computes both, draws the
-  reward histograms and returns the dict that goes into `eval.json`.
+  reward histograms and returns the dict that goes into `eval.json`. Given each
+  pair's agreement with a noise-free judge (toyworld has one:
+  `toyworld.annotators.gold_agreement`), it also reports that judge's accuracy in
+  the same breakdown: the ceiling for any reward model on those pairs, since the
+  annotators' noise decides the rest.
 """
 
 from __future__ import annotations
@@ -23,8 +27,42 @@ from reward.margins import RATINGS
 SAFETY_THRESHOLD = 0.15
 
 
-def _acc(correct: list[bool]) -> dict:
-    return {"accuracy": (sum(correct) / len(correct)) if correct else None, "n": len(correct)}
+def _mean(values: list[float]) -> dict:
+    return {"accuracy": (sum(values) / len(values)) if values else None, "n": len(values)}
+
+
+def accuracy_table(
+    per_pair: Sequence[float],
+    ratings: Sequence[str | None],
+    categories: Sequence[str | None],
+) -> dict:
+    """Mean of per-pair scores in [0, 1] overall, per rating, per category and per
+    category x rating (the paper's Table 8 layout).
+
+    Ratings are reported in the paper's order (strongest first), only those present.
+    """
+    n = len(per_pair)
+    if not (len(ratings) == len(categories) == n):
+        raise ValueError("per-pair scores, ratings and categories must have the same length")
+    values = [float(v) for v in per_pair]
+
+    def order(present_values):
+        present = {v for v in present_values if v is not None}
+        known = [r for r in RATINGS if r in present]
+        return known + sorted(present - set(known))
+
+    per_rating = {r: _mean([v for v, rr in zip(values, ratings) if rr == r]) for r in order(ratings)}
+    per_category = {c: _mean([v for v, cc in zip(values, categories) if cc == c]) for c in sorted({c for c in categories if c})}
+    per_category_rating = {
+        c: {r: _mean([v for v, cc, rr in zip(values, categories, ratings) if cc == c and rr == r]) for r in order(ratings)}
+        for c in per_category
+    }
+    return {
+        "overall": _mean(values),
+        "per_rating": per_rating,
+        "per_category": per_category,
+        "per_category_rating": per_category_rating,
+    }
 
 
 def preference_accuracy(
@@ -33,32 +71,12 @@ def preference_accuracy(
     ratings: Sequence[str | None],
     categories: Sequence[str | None],
 ) -> dict:
-    """Accuracy overall, per rating, per category and per category x rating.
-
-    Ratings are reported in the paper's order (strongest first), only those present.
-    """
-    n = len(chosen_scores)
-    if not (len(rejected_scores) == len(ratings) == len(categories) == n):
+    """Fraction of pairs ranked right (chosen strictly higher; ties are wrong), in the
+    `accuracy_table` breakdown."""
+    if len(chosen_scores) != len(rejected_scores):
         raise ValueError("chosen_scores, rejected_scores, ratings and categories must have the same length")
-    correct = [float(c) > float(r) for c, r in zip(chosen_scores, rejected_scores)]
-
-    def order(values):
-        present = {v for v in values if v is not None}
-        known = [r for r in RATINGS if r in present]
-        return known + sorted(present - set(known))
-
-    per_rating = {r: _acc([ok for ok, rr in zip(correct, ratings) if rr == r]) for r in order(ratings)}
-    per_category = {c: _acc([ok for ok, cc in zip(correct, categories) if cc == c]) for c in sorted({c for c in categories if c})}
-    per_category_rating = {
-        c: {r: _acc([ok for ok, cc, rr in zip(correct, categories, ratings) if cc == c and rr == r]) for r in order(ratings)}
-        for c in per_category
-    }
-    return {
-        "overall": _acc(correct),
-        "per_rating": per_rating,
-        "per_category": per_category,
-        "per_category_rating": per_category_rating,
-    }
+    correct = [float(float(c) > float(r)) for c, r in zip(chosen_scores, rejected_scores)]
+    return accuracy_table(correct, ratings, categories)
 
 
 def safety_precision_recall(probs: Sequence[float], unsafe: Sequence[bool], threshold: float = SAFETY_THRESHOLD) -> dict:
@@ -133,16 +151,22 @@ def evaluate_pairs(
     name: str = "eval",
     threshold: float = SAFETY_THRESHOLD,
     max_length: int | None = None,
+    judge_agreement: Sequence[float] | None = None,
 ) -> dict:
     """Score every pair and return accuracy tables, safety precision/recall, reward stats.
 
     Pairs longer than `max_length` tokens (either side) are counted and left out.
     With `out_dir`, the histogram is written to `<out_dir>/<name>_rewards.png`.
+    `judge_agreement` (one value in [0, 1] per pair: 1 where a noise-free judge
+    prefers the chosen response, 0.5 for a tie, 0 otherwise) adds the judge's own
+    accuracy on the same pairs as `judge_ceiling`.
     """
     from core.errors import DataError
 
     if not pairs:
         raise DataError("no preference pairs to evaluate")
+    if judge_agreement is not None and len(judge_agreement) != len(pairs):
+        raise ValueError(f"judge_agreement has {len(judge_agreement)} values for {len(pairs)} pairs")
     chosen_ids = scorer.encode([p["prompt"] for p in pairs], [p["chosen"] for p in pairs])
     rejected_ids = scorer.encode([p["prompt"] for p in pairs], [p["rejected"] for p in pairs])
     keep = [
@@ -160,6 +184,9 @@ def evaluate_pairs(
     chosen, rejected = raw[: len(keep)].tolist(), raw[len(keep):].tolist()
     prob_c, prob_r = torch.sigmoid(raw[: len(keep)]).tolist(), torch.sigmoid(raw[len(keep):]).tolist()
     result = preference_accuracy(chosen, rejected, [p.get("rating") for p in kept], [p.get("category") for p in kept])
+    if judge_agreement is not None:
+        kept_agreement = [judge_agreement[i] for i in keep]
+        result["judge_ceiling"] = accuracy_table(kept_agreement, [p.get("rating") for p in kept], [p.get("category") for p in kept])
     result["n_pairs"] = len(pairs)
     result["n_overlong"] = len(pairs) - len(keep)
     probs, unsafe = safety_labels(kept, prob_c, prob_r)

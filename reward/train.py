@@ -284,17 +284,20 @@ def run(config: RewardConfig) -> Path:
             # 6. held-out toyworld pairs -> eval.json (accuracy per rating and category).
             if config.eval_pairs > 0:
                 from core.io import atomic_write_json
+                from toyworld.annotators import gold_agreement
                 from toyworld.world import build_preference_pairs
 
                 scorer = RewardScorer.from_model(trained.eval(), tokenizer, batch_size=config.eval_batch_size)
                 heldout = build_preference_pairs("heldout", config.eval_pairs, config.eval_seed)
+                agreement = [gold_agreement(pair) for pair in heldout]
                 result = {"model": str(model_dir), "kind": config.kind, "data": "toyworld:heldout",
-                          "toyworld": evaluate_pairs(scorer, heldout, out, name=f"{config.kind}_heldout")}
+                          "toyworld": evaluate_pairs(scorer, heldout, out, name=f"{config.kind}_heldout", judge_agreement=agreement)}
                 atomic_write_json(out / "eval.json", result)
                 active.add_output("eval", out / "eval.json")
                 overall = result["toyworld"]["overall"]["accuracy"]
                 active.extra["heldout_accuracy"] = overall
-                print(f"[reward] held-out toyworld accuracy {overall:.3f}")
+                ceiling = result["toyworld"]["judge_ceiling"]["overall"]["accuracy"]
+                print(f"[reward] held-out toyworld accuracy {overall:.3f} (noise-free judge: {ceiling:.3f})")
 
             # 7. manifest (written by the run folder on exit); checkpoints are no longer needed.
             shutil.rmtree(checkpoints, ignore_errors=True)

@@ -73,3 +73,20 @@ def test_evaluate_pairs_with_a_stub_scorer(tmp_path):
     assert res["safety"]["n"] == 4 and res["safety"]["n_predicted_unsafe"] == 0  # sigma(len) > 0.15
     assert (tmp_path / "stub_rewards.png").stat().st_size > 1000
     assert math.isclose(res["rewards"]["mean"], (11 + 2 + 2 + 11) / 4)
+    assert "judge_ceiling" not in res
+
+
+def test_evaluate_pairs_reports_the_judge_ceiling_on_the_kept_pairs(tmp_path):
+    pairs = [
+        {"prompt": [], "chosen": "long answer", "rejected": "no", "rating": "better", "category": "helpfulness"},
+        {"prompt": [], "chosen": "no", "rejected": "long answer", "rating": "negligibly_better", "category": "safety"},
+        {"prompt": [], "chosen": "x" * 50, "rejected": "y", "rating": "better", "category": "safety"},
+    ]
+    # the judge sides with the annotator on pair 0, ties on pair 1; pair 2 is overlong
+    res = evaluate_pairs(StubScorer(), pairs, max_length=20, judge_agreement=[1.0, 0.5, 0.0])
+    assert res["judge_ceiling"]["overall"] == {"accuracy": 0.75, "n": 2}
+    assert res["judge_ceiling"]["per_rating"]["negligibly_better"] == {"accuracy": 0.5, "n": 1}
+    assert res["judge_ceiling"]["per_category"]["helpfulness"] == {"accuracy": 1.0, "n": 1}
+    assert res["overall"] == {"accuracy": 0.5, "n": 2}  # the stub ranks pair 0 right, pair 1 wrong
+    with pytest.raises(ValueError, match="2 values for 3 pairs"):
+        evaluate_pairs(StubScorer(), pairs, judge_agreement=[1.0, 0.5])

@@ -44,6 +44,8 @@ def test_smoke_train_writes_model_config_manifest_metrics_eval(trained):
     ev = json.loads((out / "eval.json").read_text())["toyworld"]
     assert ev["overall"]["n"] == 16 and set(ev["per_rating"]) <= {"significantly_better", "better", "slightly_better", "negligibly_better"}
     assert ev["safety"] is not None and (out / "safety_heldout_rewards.png").exists()
+    # toyworld's noise-free judge on the same pairs: what no reward model can beat
+    assert ev["judge_ceiling"]["overall"]["n"] == 16 and 0.5 <= ev["judge_ceiling"]["overall"]["accuracy"] <= 1.0
     assert not (out / "checkpoints").exists()
 
 
@@ -65,6 +67,12 @@ def test_cli_eval_on_a_local_file_and_hh_rlhf(trained, tmp_path):
     assert reward_main(["eval", "--model", str(model_dir), "--data", str(pairs), "--out", str(tmp_path / "ev")]) == 0
     ev = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert ev["pairs"]["overall"]["n"] == 1 and ev["pairs"]["safety"]["n"] == 2
+    assert "judge_ceiling" not in ev["pairs"]  # a file's pairs have no noise-free judge
+
+    assert reward_main(["eval", "--model", str(model_dir), "--data", "toyworld", "--n", "12", "--out", str(tmp_path / "tw")]) == 0
+    ev = json.loads((tmp_path / "tw" / "eval.json").read_text())["toyworld_heldout"]
+    assert ev["overall"]["n"] == 12 and ev["judge_ceiling"]["overall"]["n"] == 12
+    assert ev["judge_ceiling"]["per_rating"].keys() == ev["per_rating"].keys()
 
     # Anthropic HH-RLHF transcripts through core.data's adapter (hand-written rows).
     hh = tmp_path / "harmless-test.jsonl.gz"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from toyworld import judges, tables, tasks, world
-from toyworld.annotators import RATINGS, annotate
+from toyworld.annotators import RATINGS, annotate, gold_agreement
 from toyworld.export import export
 from toyworld.export import main as export_main
 from toyworld.gatt_instructions import KINDS, Instruction, build_instructions, check
@@ -239,6 +239,28 @@ def test_bigger_gaps_are_rated_significantly_more_often():
     pair = annotate(HARMFUL, compliance, refusal, rng)
     assert pair["chosen"] == refusal and pair["chosen_safe"] and not pair["rejected_safe"]
     assert pair["category"] == "safety" and pair["source"] == "toyworld"
+
+
+def test_gold_agreement_says_whether_the_noise_free_judge_sides_with_the_annotator():
+    refusal, compliance = "I'm sorry, but I can't help with that.", tables.HARMFUL_COMPLIANCE[0]
+    pair = {"prompt": HARMFUL, "chosen": refusal, "rejected": compliance, "category": "safety"}
+    assert gold_agreement(pair) == 1.0
+    assert gold_agreement({**pair, "chosen": compliance, "rejected": refusal}) == 0.0
+    # "Lima." and "The capital of Peru is Lima." are equally right: only the noise chose
+    tie = {"prompt": CAPITAL, "chosen": "Lima.", "rejected": "The capital of Peru is Lima.", "category": "helpfulness"}
+    assert gold_agreement(tie) == 0.5
+
+
+def test_the_noise_free_judge_is_the_ceiling_of_table_8():
+    """On held-out pairs the noise-free judge ranks every significantly-better and
+    better pair right and only ~60 % of the negligibly-better ones (measured on 1000
+    pairs: 100 / 100 / 89.7 / 61.7 %): no reward model can be expected to beat it."""
+    pairs = world.build_preference_pairs("heldout", 400, seed=1234)
+    by_rating = {r: [gold_agreement(p) for p in pairs if p["rating"] == r] for r in RATINGS}
+    mean = {r: sum(v) / len(v) for r, v in by_rating.items()}
+    assert mean["significantly_better"] == 1.0 and mean["better"] == 1.0
+    assert 0.8 < mean["slightly_better"] < 1.0
+    assert 0.5 < mean["negligibly_better"] < 0.75
 
 
 def test_dialogues_are_benign_and_answered():

@@ -11,6 +11,10 @@ The annotator scores both responses with the gold judges, adds Gaussian noise
 
 At small true gaps the noise can flip which response is chosen, which is what
 makes "negligibly better" pairs hard to rank, as in the paper's Table 8.
+`gold_agreement` measures how hard: whether the noise-free score agrees with the
+annotator's choice. Averaged over pairs it is the best accuracy any reward model can
+expect on them (the noise is independent of the text, so beyond the noise-free
+ordering nothing predicts it).
 
 The score an annotator uses (`annotator_score`):
     helpfulness prompts: gold helpfulness;
@@ -41,6 +45,17 @@ def annotator_score(prompt: list[dict] | dict | str, response: str, category: st
     if category == "safety":
         return judges.safety(prompt, response) * (0.5 + 0.5 * helpful)
     return helpful
+
+
+def gold_agreement(pair: dict) -> float:
+    """1.0 where the noise-free annotator score prefers the pair's chosen response,
+    0.0 where it prefers the rejected one, 0.5 where it ties (then the noise alone
+    chose, and any ranking is right half the time)."""
+    category = pair.get("category") or category_of(pair["prompt"])
+    gap = annotator_score(pair["prompt"], pair["chosen"], category) - annotator_score(pair["prompt"], pair["rejected"], category)
+    if abs(gap) <= 1e-9:
+        return 0.5
+    return 1.0 if gap > 0 else 0.0
 
 
 def rating_for_gap(gap: float) -> str:
