@@ -2,8 +2,13 @@
 
     rlhf eval xstest --model runs/quickstart/v3/ppo/model --data ../shared/data/xstest/xstest_prompts.csv
     rlhf eval toyworld --model embedded:smollm2-135m --n 120
+    rlhf eval compare runs/quickstart/v1/eval runs/quickstart/sft/eval
 
 Results are printed as a table and written to `--out DIR/eval_<benchmark>.json`.
+`compare` re-scores two evaluations of the same held-out toyworld prompts (the
+pipeline's `<version>/eval/toyworld_samples.jsonl`) with the gold judges and prints
+the paired difference AFTER - BEFORE with its standard error, wins and losses: on
+the same prompts that is a far tighter yardstick than the two means' own errors.
 """
 
 from __future__ import annotations
@@ -44,6 +49,54 @@ def toyworld_eval(model_name: str, n: int | None, max_new_tokens: int, batch_siz
             "samples": [{"id": p["id"], "prompt": p["messages"][-1]["content"], "response": r} for p, r in zip(prompts, responses)]}
 
 
+def _eval_samples(path: str) -> list[dict]:
+    """The answers of one toyworld evaluation: the pipeline's `toyworld_samples.jsonl`,
+    `rlhf eval toyworld`'s `eval_toyworld.json`, or a folder holding either."""
+    from core.errors import DataError
+    from core.io import read_jsonl
+
+    file = Path(path)
+    if file.is_dir():
+        candidates = [file / "toyworld_samples.jsonl", file / "eval_toyworld.json"]
+        file = next((c for c in candidates if c.is_file()), candidates[0])
+    if not file.is_file():
+        raise DataError(f"{file}: no such file (expected toyworld_samples.jsonl, eval_toyworld.json or a folder holding one)")
+    if file.suffix == ".json":
+        samples = json.loads(file.read_text()).get("samples")
+        if not isinstance(samples, list):
+            raise DataError(f"{file}: no 'samples' list (not an `rlhf eval toyworld` result)")
+        return samples
+    return read_jsonl(file)
+
+
+def gold_by_prompt(path: str) -> dict[str, float]:
+    """Gold combined score of each answer of one toyworld evaluation, by prompt id."""
+    from core.errors import DataError
+    from toyworld import judges
+    from toyworld.annotators import category_of
+
+    scores = {}
+    for index, row in enumerate(_eval_samples(path), 1):
+        if not all(key in row for key in ("id", "prompt", "response")):
+            raise DataError(f"{path}: answer {index} lacks one of id, prompt, response")
+        scores[row["id"]] = judges.combined(row["prompt"], row["response"], category_of(row["prompt"]))
+    return scores
+
+
+def compare_evals(after: str, before: str) -> dict:
+    """Paired gold-combined comparison of two evaluations on the same prompts
+    (`rejection_sampling.core.paired_comparison`'s dict: means, stderrs, diff, wins)."""
+    from core.errors import DataError
+    from rejection_sampling.core import paired_comparison
+
+    scores_after, scores_before = gold_by_prompt(after), gold_by_prompt(before)
+    if scores_after.keys() != scores_before.keys():
+        missing = sorted(scores_after.keys() ^ scores_before.keys())
+        raise DataError(f"{after} and {before} evaluate different prompts ({len(missing)} differ, e.g. {missing[0]})")
+    ids = sorted(scores_after)
+    return paired_comparison([scores_after[i] for i in ids], [scores_before[i] for i in ids])
+
+
 def _print_xstest(result: dict) -> None:
     print(f"XSTest, {result['n_prompts']} prompts, model {result['model']}")
     print(f"{'prompts':<8} {'n':>4} {'full refusal':>13} {'partial':>8} {'any refusal':>12}")
@@ -61,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     tw = sub.add_parser("toyworld", help="gold scores on held-out toyworld prompts")
     tw.add_argument("--n", type=int, default=None, help="number of held-out prompts (default: all)")
     tw.add_argument("--seed", type=int, default=0)
+    cmp = sub.add_parser("compare", help="paired gold difference between two toyworld evaluations of the same prompts")
+    cmp.add_argument("after", help="an evaluation folder or its toyworld_samples.jsonl")
+    cmp.add_argument("before", help="the same, for the model to compare against")
     for p in (xs, tw):
         p.add_argument("--model", required=True, help="model folder, embedded:NAME or hub id")
         p.add_argument("--max-new-tokens", type=int, default=64)
@@ -71,6 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def go() -> int:
+        if args.benchmark == "compare":
+            result = compare_evals(args.after, args.before)
+            print(f"gold combined over {result['n']} prompts: {result['after']:.3f} ± {result['after_stderr']:.3f} "
+                  f"against {result['before']:.3f} ± {result['before_stderr']:.3f}; paired difference "
+                  f"{result['diff']:+.3f} ± {result['diff_stderr']:.3f} ({result['wins']} wins, {result['losses']} losses)")
+            return 0
         if args.benchmark == "xstest":
             result = xstest_eval(args.model, args.data, args.limit, args.max_new_tokens, args.batch_size,
                                  args.system_prompt, args.dtype, args.device)
