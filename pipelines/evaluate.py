@@ -4,11 +4,12 @@
     rlhf eval toyworld --model embedded:smollm2-135m --n 120
     rlhf eval compare runs/quickstart/v1/eval runs/quickstart/sft/eval
 
-Results are printed as a table and written to `--out DIR/eval_<benchmark>.json`.
-`compare` re-scores two evaluations of the same held-out toyworld prompts (the
-pipeline's `<version>/eval/toyworld_samples.jsonl`) with the gold judges and prints
-the paired difference AFTER - BEFORE with its standard error, wins and losses: on
-the same prompts that is a far tighter yardstick than the two means' own errors.
+`xstest` and `toyworld` print a table and, with `--out DIR`, write
+`DIR/eval_<benchmark>.json`. `compare` re-scores two evaluations of the same held-out
+toyworld prompts (the pipeline's `<version>/eval/toyworld_samples.jsonl` or `toyworld`'s
+`eval_toyworld.json`) with the gold judges and prints (writes nothing) the paired
+difference AFTER - BEFORE with its standard error, wins and losses: on the same
+prompts that is a far tighter yardstick than the two means' own errors.
 """
 
 from __future__ import annotations
@@ -49,9 +50,10 @@ def toyworld_eval(model_name: str, n: int | None, max_new_tokens: int, batch_siz
             "samples": [{"id": p["id"], "prompt": p["messages"][-1]["content"], "response": r} for p, r in zip(prompts, responses)]}
 
 
-def _eval_samples(path: str) -> list[dict]:
-    """The answers of one toyworld evaluation: the pipeline's `toyworld_samples.jsonl`,
-    `rlhf eval toyworld`'s `eval_toyworld.json`, or a folder holding either."""
+def _eval_samples(path: str) -> tuple[Path, list[dict]]:
+    """The answers of one toyworld evaluation and the file they came from: the pipeline's
+    `toyworld_samples.jsonl`, `rlhf eval toyworld`'s `eval_toyworld.json`, or a folder
+    holding either."""
     from core.errors import DataError
     from core.io import read_jsonl
 
@@ -62,11 +64,18 @@ def _eval_samples(path: str) -> list[dict]:
     if not file.is_file():
         raise DataError(f"{file}: no such file (expected toyworld_samples.jsonl, eval_toyworld.json or a folder holding one)")
     if file.suffix == ".json":
-        samples = json.loads(file.read_text()).get("samples")
+        try:
+            result = json.loads(file.read_text())
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{file}: not valid JSON ({exc})") from None
+        samples = result.get("samples") if isinstance(result, dict) else None
         if not isinstance(samples, list):
             raise DataError(f"{file}: no 'samples' list (not an `rlhf eval toyworld` result)")
-        return samples
-    return read_jsonl(file)
+    else:
+        samples = read_jsonl(file)
+    if not samples:
+        raise DataError(f"{file}: no answers")
+    return file, samples
 
 
 def gold_by_prompt(path: str) -> dict[str, float]:
@@ -75,10 +84,13 @@ def gold_by_prompt(path: str) -> dict[str, float]:
     from toyworld import judges
     from toyworld.annotators import category_of
 
-    scores = {}
-    for index, row in enumerate(_eval_samples(path), 1):
-        if not all(key in row for key in ("id", "prompt", "response")):
-            raise DataError(f"{path}: answer {index} lacks one of id, prompt, response")
+    file, samples = _eval_samples(path)
+    scores: dict[str, float] = {}
+    for index, row in enumerate(samples, 1):
+        if not isinstance(row, dict) or not all(key in row for key in ("id", "prompt", "response")):
+            raise DataError(f"{file}: answer {index} lacks one of id, prompt, response")
+        if row["id"] in scores:
+            raise DataError(f"{file}: answer {index} repeats prompt id {row['id']!r}")
         scores[row["id"]] = judges.combined(row["prompt"], row["response"], category_of(row["prompt"]))
     return scores
 
@@ -115,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     tw.add_argument("--n", type=int, default=None, help="number of held-out prompts (default: all)")
     tw.add_argument("--seed", type=int, default=0)
     cmp = sub.add_parser("compare", help="paired gold difference between two toyworld evaluations of the same prompts")
-    cmp.add_argument("after", help="an evaluation folder or its toyworld_samples.jsonl")
+    cmp.add_argument("after", help="an evaluation folder, its toyworld_samples.jsonl, or an eval_toyworld.json")
     cmp.add_argument("before", help="the same, for the model to compare against")
     for p in (xs, tw):
         p.add_argument("--model", required=True, help="model folder, embedded:NAME or hub id")

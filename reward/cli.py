@@ -22,9 +22,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
     scorer = RewardScorer(args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
     if args.data == "toyworld":
-        from toyworld.world import build_preference_pairs
-
         from toyworld.annotators import gold_agreement
+        from toyworld.world import build_preference_pairs
 
         pairs = build_preference_pairs("heldout", args.n, args.seed)
         name = "toyworld_heldout"

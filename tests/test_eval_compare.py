@@ -60,3 +60,26 @@ def test_an_rlhf_eval_toyworld_result_compares_too(tmp_path):
     (single / "eval_toyworld.json").write_text(json.dumps({"model": "m"}))
     with pytest.raises(DataError, match="no 'samples' list"):
         compare_evals(str(after), str(single))
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "no answers"),
+    (json.dumps({"id": "peru", "prompt": PERU}) + "\n", "answer 1 lacks"),
+    ((json.dumps({"id": "peru", "prompt": PERU, "response": "Lima"}) + "\n") * 2, "answer 2 repeats prompt id 'peru'"),
+])
+def test_bad_answer_files_name_the_file(tmp_path, content, message):
+    good = _write(tmp_path / "good", ["Lima", "Santiago"])
+    bad = tmp_path / "bad" / "toyworld_samples.jsonl"
+    bad.parent.mkdir()
+    bad.write_text(content)
+    with pytest.raises(DataError, match=message) as error:
+        compare_evals(str(good), str(bad.parent))
+    assert str(bad) in str(error.value)
+
+
+def test_a_json_file_that_is_not_an_eval_result_is_a_clear_error(tmp_path):
+    good = _write(tmp_path / "good", ["Lima", "Santiago"])
+    for name, text in [("list.json", "[1, 2]"), ("broken.json", "{not json")]:
+        (tmp_path / name).write_text(text)
+        with pytest.raises(DataError, match=name):
+            compare_evals(str(good), str(tmp_path / name))

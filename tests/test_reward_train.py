@@ -72,7 +72,8 @@ def test_cli_eval_on_a_local_file_and_hh_rlhf(trained, tmp_path):
     assert reward_main(["eval", "--model", str(model_dir), "--data", "toyworld", "--n", "12", "--out", str(tmp_path / "tw")]) == 0
     ev = json.loads((tmp_path / "tw" / "eval.json").read_text())["toyworld_heldout"]
     assert ev["overall"]["n"] == 12 and ev["judge_ceiling"]["overall"]["n"] == 12
-    assert ev["judge_ceiling"]["per_rating"].keys() == ev["per_rating"].keys()
+    # the judge never misranks a pair whose noisy gap was large enough to be rated significantly better
+    assert ev["judge_ceiling"]["per_rating"].get("significantly_better", {"accuracy": 1.0})["accuracy"] == 1.0
 
     # Anthropic HH-RLHF transcripts through core.data's adapter (hand-written rows).
     hh = tmp_path / "harmless-test.jsonl.gz"
