@@ -36,3 +36,7 @@ class ModelLoadError(RLHFError):
 
 class NumericError(RLHFError):
     """A NaN or inf appeared in a reward, loss or gradient."""
+
+
+class DiskSpaceError(RLHFError):
+    """Too little free space for a checkpoint or model folder; nothing was written."""

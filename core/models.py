@@ -28,6 +28,7 @@ from typing import Literal
 import torch
 
 from core.config import StrictModel
+from core.diskspace import ensure_free_space, folder_bytes, tensor_bytes
 from core.errors import ModelLoadError
 
 EMBEDDED_PREFIX = "embedded:"
@@ -248,6 +249,7 @@ def save_model(model, tokenizer, out: str | os.PathLike, merge_lora: bool = True
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
 
+    ensure_free_space(out.parent, tensor_bytes(model.parameters()), f"saving the model to {out}", replaced=folder_bytes(out))
     if out.exists():
         shutil.rmtree(out)
     for stale in out.parent.glob(f".{out.name}.*"):  # a half-built folder of a save that was killed

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from core.diskspace import checkpoint_bytes, ensure_free_space
 from core.io import atomic_write_json
 
 STATE = "state.json"
@@ -80,6 +81,9 @@ def save_checkpoint(accelerator, folder: Path, iteration: int, models, optimizer
     """Write checkpoint `iteration` atomically (every process calls this)."""
     final = folder / checkpoint_name(iteration)
     tmp = folder / f".tmp-{final.name}"
+    # every process checks (one file system in a single-node run), so none waits for a failed writer
+    trainable = [*models.policy_params.values(), *models.critic_params.values()]
+    ensure_free_space(folder, checkpoint_bytes(trainable, trainable), f"PPO checkpoint of iteration {iteration}")
     if accelerator.is_main_process:
         folder.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)

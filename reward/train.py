@@ -114,6 +114,7 @@ def freeze_lower_layers(model, trainable_layers: int) -> None:
 def make_callbacks(run, state):
     from transformers import TrainerCallback
 
+    from core.diskspace import free_space_callback
     from core.numeric import finite_gradients_callback
 
     class MetricsToRun(TrainerCallback):
@@ -128,7 +129,7 @@ def make_callbacks(run, state):
             scalars = {k: v for k, v in logs.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "num_tokens"}
             run.metrics.log(trainer_state.global_step, **scalars)
 
-    return [MetricsToRun(), finite_gradients_callback("reward model")]
+    return [MetricsToRun(), finite_gradients_callback("reward model"), free_space_callback("reward model")]
 
 
 def make_trainer_class():

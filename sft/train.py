@@ -153,9 +153,10 @@ def make_trainer(config: SFTConfig, model, tokenizer, examples: list[dict], metr
         completion_only_loss=False,  # our labels already hold the mask
         assistant_only_loss=False,
     )
+    from core.diskspace import free_space_callback
     from core.numeric import finite_gradients_callback
 
-    callbacks = [_trainer_callback_class()(metrics), finite_gradients_callback("SFT")]
+    callbacks = [_trainer_callback_class()(metrics), finite_gradients_callback("SFT"), free_space_callback("SFT")]
     dataset = Dataset.from_list(examples)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks)
     if not t.packing and len(trainer.train_dataset) != len(examples):
