@@ -151,10 +151,54 @@ def make_trainer_class():
     return CheckedRewardTrainer
 
 
+def trainer_args(config: RewardConfig, checkpoints: Path, n_rows: int, num_processes: int = 1, is_main_process: bool = True):
+    """TRL's `RewardConfig` for one RM run. The global batch (pairs per step) is fixed;
+    gradient accumulation makes up what the processes do not hold at once."""
+    from trl import RewardConfig as TRLRewardConfig
+
+    accumulation = config.batch_size // (config.per_device_batch_size * num_processes)
+    total_steps = max(1, math.ceil(config.epochs * n_rows / config.batch_size))
+    return TRLRewardConfig(
+        output_dir=str(checkpoints),
+        num_train_epochs=config.epochs,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr_rate": config.min_lr_rate},
+        warmup_steps=warmup_steps(config, total_steps),
+        per_device_train_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=accumulation,
+        adam_beta1=config.adam_beta1,
+        adam_beta2=config.adam_beta2,
+        adam_epsilon=config.adam_epsilon,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=config.bf16,
+        use_cpu=not torch.cuda.is_available(),
+        activation_checkpointing=config.gradient_checkpointing,  # TRL turns it on by default
+        max_length=None,  # overlong pairs were already counted and left out by tokenize_pairs
+        logging_steps=config.logging_steps,
+        logging_nan_inf_filter=False,
+        include_num_input_tokens_seen="non_padding",  # checkpointed, unlike TRL's num_tokens
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=1,
+        report_to=[],
+        disable_tqdm=not is_main_process,
+        dataloader_drop_last=False,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        length_column_name="length",
+        # Keep the rows' `length` column for the sampler: TRL would drop every column
+        # but chosen_ids, rejected_ids and margin; its collator ignores the rest.
+        remove_unused_columns=False,
+        ddp_find_unused_parameters=False if num_processes > 1 else None,
+    )
+
+
 def run(config: RewardConfig) -> Path:
     from accelerate import PartialState
     from datasets import Dataset
-    from trl import RewardConfig as TRLRewardConfig
 
     from core.models import load_tokenizer, save_model
     from core.run import StageRun
@@ -213,47 +257,9 @@ def run(config: RewardConfig) -> Path:
 
             model = apply_lora(model, config.lora, task_type="SEQ_CLS")  # PEFT keeps `score` trainable
 
-        # 4. RewardTrainer with the margin column. The global batch (pairs per step)
-        # is fixed; accumulation makes up what the processes do not hold at once.
-        accumulation = config.batch_size // per_step
-        total_steps = max(1, math.ceil(config.epochs * len(rows) / config.batch_size))
+        # 4. RewardTrainer with the margin column.
         checkpoints = out / "checkpoints"
-        args = TRLRewardConfig(
-            output_dir=str(checkpoints),
-            num_train_epochs=config.epochs,
-            learning_rate=config.learning_rate,
-            lr_scheduler_type="cosine_with_min_lr",
-            lr_scheduler_kwargs={"min_lr_rate": config.min_lr_rate},
-            warmup_steps=warmup_steps(config, total_steps),
-            per_device_train_batch_size=config.per_device_batch_size,
-            gradient_accumulation_steps=accumulation,
-            adam_beta1=config.adam_beta1,
-            adam_beta2=config.adam_beta2,
-            adam_epsilon=config.adam_epsilon,
-            weight_decay=config.weight_decay,
-            max_grad_norm=config.max_grad_norm,
-            seed=config.seed,
-            data_seed=config.seed,
-            bf16=config.bf16,
-            use_cpu=not torch.cuda.is_available(),
-            activation_checkpointing=config.gradient_checkpointing,  # TRL turns it on by default
-            max_length=None,  # overlong pairs were already counted and left out above
-            logging_steps=config.logging_steps,
-            logging_nan_inf_filter=False,
-            include_num_input_tokens_seen="non_padding",  # checkpointed, unlike TRL's num_tokens
-            save_strategy="steps",
-            save_steps=config.save_steps,
-            save_total_limit=1,
-            report_to=[],
-            disable_tqdm=not state.is_main_process,
-            dataloader_drop_last=False,
-            train_sampling_strategy="group_by_length" if config.group_by_length else "random",
-            length_column_name="length",
-            # Keep the rows' `length` column for the sampler: TRL would drop every column
-            # but chosen_ids, rejected_ids and margin; its collator ignores the rest.
-            remove_unused_columns=False,
-            ddp_find_unused_parameters=False if state.num_processes > 1 else None,
-        )
+        args = trainer_args(config, checkpoints, len(rows), state.num_processes, state.is_main_process)
         trainer = make_trainer_class()(
             model=model,
             args=args,

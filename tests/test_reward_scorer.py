@@ -67,15 +67,15 @@ def test_scorer_matches_the_trainer_forward(rm_folder):
 def test_group_by_length_sorts_pairs_by_our_length_column(rm_folder):
     from datasets import Dataset
     from transformers.trainer_pt_utils import LengthGroupedSampler
-    from trl import RewardConfig
 
-    from reward.train import make_trainer_class, tokenize_pairs
+    from core.config import load_config
+    from reward.config import RewardConfig
+    from reward.train import make_trainer_class, tokenize_pairs, trainer_args
 
     scorer = RewardScorer(rm_folder)
     rows, _ = tokenize_pairs(scorer.tokenizer, PAIRS, "small", max_length=None)
-    args = RewardConfig(output_dir=str(rm_folder.parent / "grouped"), report_to=[], use_cpu=True, max_length=None,
-                        train_sampling_strategy="group_by_length", length_column_name="length",
-                        remove_unused_columns=False)  # as reward.train sets it
+    config = load_config(RewardConfig, "configs/reward/smoke.yaml", ["group_by_length=true"])
+    args = trainer_args(config, rm_folder.parent / "grouped", len(rows))  # the stage's own TRL arguments
     trainer = make_trainer_class()(model=scorer.model, args=args, train_dataset=Dataset.from_list(rows), processing_class=scorer.tokenizer)
     batch = next(iter(trainer.get_train_dataloader()))  # the collator ignores the length column
     assert batch["input_ids"].shape[0] == 2 * len(rows)
