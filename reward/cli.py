@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from core.cli import run_guarded
@@ -21,6 +22,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from reward.scorer import RewardScorer
 
     scorer = RewardScorer(args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
+    load_report = None
     if args.data == "toyworld":
         from toyworld.annotators import gold_agreement
         from toyworld.world import build_preference_pairs
@@ -28,9 +30,10 @@ def evaluate_command(args: argparse.Namespace) -> int:
         pairs = build_preference_pairs("heldout", args.n, args.seed)
         name = "toyworld_heldout"
     else:
-        from core.data import load_preferences
+        from core.data import LoadReport, load_preferences
 
-        pairs = load_preferences(args.data, adapter=args.adapter)
+        load_report = LoadReport()
+        pairs = load_preferences(args.data, adapter=args.adapter, on_bad=args.on_bad, report=load_report)
         name = Path(args.data).name.split(".")[0] if Path(args.data).exists() else args.data.replace("/", "_")
     if args.limit is not None:
         pairs = pairs[: args.limit]
@@ -40,6 +43,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
     result = evaluate_pairs(scorer, pairs, out, name=name, threshold=args.threshold, max_length=args.max_length,
                             judge_agreement=agreement)
     payload = {"model": str(args.model), "data": args.data, "adapter": args.adapter, "limit": args.limit, name: result}
+    if load_report is not None:
+        payload["load_report"] = asdict(load_report)  # what was read, and every bad record left out
     atomic_write_json(out / "eval.json", payload)
     rows = {Path(args.model).parent.name or str(args.model): result}
     if "judge_ceiling" in result:
@@ -48,6 +53,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if result.get("safety"):
         s = result["safety"]
         print(f"safety @ {s['threshold']}: precision {s['precision']}, recall {s['recall']} (n={s['n']}, unsafe={s['n_unsafe']})")
+    if load_report is not None and load_report.n_skipped:
+        print(f"left out {load_report.n_skipped} bad records (--on-bad skip), first: {load_report.first_skipped}")
     print(f"pairs: {result['n_pairs']} ({result['n_overlong']} overlong left out); wrote {out / 'eval.json'}")
     return 0
 
@@ -69,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev.add_argument("--n", type=int, default=300, help="toyworld: number of held-out pairs")
     ev.add_argument("--seed", type=int, default=1234, help="toyworld: seed of the held-out pairs")
     ev.add_argument("--limit", type=int, default=None, help="evaluate only the first N pairs")
+    ev.add_argument("--on-bad", choices=["error", "skip"], default="error",
+                    help="a malformed record in --data: stop with an error naming its line (default), or "
+                         "leave it out and list it in eval.json's load_report")
     ev.add_argument("--max-length", type=int, default=1024, help="pairs longer than this (tokens) are counted and left out")
     ev.add_argument("--threshold", type=float, default=0.15, help="safety threshold on sigma(score)")
     ev.add_argument("--batch-size", type=int, default=16)

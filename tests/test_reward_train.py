@@ -83,6 +83,19 @@ def test_cli_eval_on_a_local_file_and_hh_rlhf(trained, tmp_path):
     assert reward_main(["eval", "--model", str(model_dir), "--data", str(hh), "--adapter", "hh-rlhf", "--out", str(tmp_path / "hh")]) == 0
     ev = json.loads((tmp_path / "hh" / "eval.json").read_text())
     assert ev["harmless-test"]["overall"]["n"] == 2 and ev["harmless-test"]["per_category"]["safety"]["n"] == 2
+    assert ev["load_report"]["n_loaded"] == 2 and ev["load_report"]["skipped"] == []
+
+    # The real harmless test file has rows whose chosen answer is empty: an error naming
+    # the line by default, left out and listed in eval.json with --on-bad skip.
+    with gzip.open(hh, "at") as handle:
+        handle.write(json.dumps({"chosen": "\n\nHuman: question\n\nAssistant:", "rejected": "\n\nHuman: question\n\nAssistant: No."}) + "\n")
+    args = ["eval", "--model", str(model_dir), "--data", str(hh), "--adapter", "hh-rlhf", "--out", str(tmp_path / "hh2")]
+    assert reward_main(args) == 2
+    assert not (tmp_path / "hh2" / "eval.json").exists()
+    assert reward_main([*args, "--on-bad", "skip"]) == 0
+    report = json.loads((tmp_path / "hh2" / "eval.json").read_text())["load_report"]
+    assert (report["n_records"], report["n_loaded"], report["n_skipped"]) == (3, 2, 1)
+    assert "line 3" in report["skipped"][0] and "empty answer" in report["skipped"][0]
 
 
 def test_bad_inputs_are_clear_errors(tmp_path, capsys):

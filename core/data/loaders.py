@@ -11,7 +11,7 @@ a warning with the first one): nothing is dropped silently. File-level problems
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -45,10 +45,12 @@ class LoadReport:
     first_skipped: str | None = None
     n_too_long: int = 0
     first_too_long: str | None = None
+    skipped: list[str] = field(default_factory=list)  # every bad record's error, in file order
 
     def skip(self, error: DataError) -> None:
         self.n_skipped += 1
         self.first_skipped = self.first_skipped or str(error)
+        self.skipped.append(str(error))
 
     def too_long(self, location: Location, detail: str) -> None:
         self.n_too_long += 1
