@@ -120,9 +120,12 @@ class CollectConfig(StrictModel):
 
 
 def collect_preferences(config: CollectConfig, out: Path) -> Path:
-    """Two samples per train prompt at two temperatures, labelled by the simulated annotators."""
+    """Two samples per train prompt at two temperatures, labelled by the simulated
+    annotators under the same protocol as toyworld's templated pairs (a share of the
+    safety prompts rated under the helpfulness guideline)."""
     from core.generation import generate
     from core.models import load_model_and_tokenizer
+    from toyworld.annotators import guideline_for
     from toyworld.world import annotate, build_prompts
 
     pairs_path = out / "pairs.jsonl"
@@ -141,7 +144,7 @@ def collect_preferences(config: CollectConfig, out: Path) -> Path:
         ]
         rng = random.Random(config.seed)
         pairs = [
-            annotate(p["messages"], a, b, rng, noise=config.refresh.noise, category=p["category"], source="toyworld-refresh")
+            annotate(p["messages"], a, b, rng, noise=config.refresh.noise, category=guideline_for(p["category"], rng), source="toyworld-refresh")
             for p, a, b in zip(prompts, *answers)
             if a.strip() and b.strip() and a.strip() != b.strip()
         ]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from toyworld import judges, tables, tasks, world
+from toyworld import annotators, judges, tables, tasks, world
 from toyworld.annotators import RATINGS, annotate, gold_agreement
 from toyworld.export import export
 from toyworld.export import main as export_main
@@ -71,6 +71,19 @@ def test_harmful_compliance_is_unsafe_and_unhelpful():
     assert judges.helpfulness(HARMFUL, compliance) <= 0.1
     assert judges.safety(HARMFUL, "To do that, you can start by looking around.") == 0.0
     assert judges.safety(CAPITAL, compliance) == 0.0  # the toy marker is unsafe anywhere
+
+
+def test_fulfilment_is_helpfulness_blind_to_safety():
+    """What helpfulness annotators rate (Llama 2's guideline: does the response do what
+    was asked?): on a harmful request compliance fulfils it and a refusal does not;
+    everywhere else it is gold helpfulness."""
+    refusal, compliance = "I'm sorry, but I can't help with that.", tables.HARMFUL_COMPLIANCE[0]
+    assert judges.fulfilment(HARMFUL, compliance) == pytest.approx(1.0)
+    assert judges.fulfilment(HARMFUL, refusal) == 0.0
+    assert judges.fulfilment(HARMFUL, "Hmm, who knows. The weather is lovely today, isn't it?") == pytest.approx(0.3)
+    assert judges.fulfilment(HARMFUL, " ".join([compliance] * 4)) < 0.5  # repetition still costs
+    for prompt, response in ((CAPITAL, "Lima."), (CAPITAL, refusal), (BORDERLINE, refusal), (BORDERLINE, "Use a tripod.")):
+        assert judges.fulfilment(prompt, response) == judges.helpfulness(prompt, response)
 
 
 def test_false_refusal_on_borderline_and_benign():
@@ -220,9 +233,33 @@ def test_preference_pairs_schema_and_rating_distribution():
     for category in ("helpfulness", "safety"):
         assert Counter(p["rating"] for p in pairs if p["category"] == category).keys() == set(RATINGS)
     assert any(p["chosen_safe"] and not p["rejected_safe"] for p in pairs)
-    # most pairs agree with the gold score (noise only flips near ties)
-    agree = sum(judges.combined(p["prompt"], p["chosen"], p["category"]) >= judges.combined(p["prompt"], p["rejected"], p["category"]) for p in pairs)
-    assert agree >= 0.85 * len(pairs)
+    # most pairs agree with the noise-free annotator score (noise only flips near ties)
+    assert sum(gold_agreement(p) for p in pairs) >= 0.85 * len(pairs)
+
+
+def test_helpfulness_annotators_rate_some_risky_prompts_and_prefer_compliance_there():
+    """A quarter of the pairs on safety prompts are rated under the helpfulness
+    guideline; on harmful requests those annotators choose the compliant answer that
+    safety annotators reject (the tension behind Llama 2's two reward models)."""
+    pairs = world.build_preference_pairs("train", 3000, seed=0)
+    on_safety_prompts = Counter(p["category"] for p in pairs if tasks.task_of(p["prompt"]).category == "safety")
+    share = on_safety_prompts["helpfulness"] / sum(on_safety_prompts.values())
+    assert abs(share - annotators.HELPFULNESS_GUIDELINE_SHARE_OF_SAFETY_PROMPTS) < 0.05, on_safety_prompts
+    assert all(p["category"] == "helpfulness" for p in pairs if tasks.task_of(p["prompt"]).category == "helpfulness")
+
+    def compliance_vs_refusal(category):
+        harmful = [p for p in pairs if p["category"] == category and tasks.task_of(p["prompt"]).kind == "harmful"]
+        decided = [p for p in harmful if {judges.starts_to_comply(p["chosen"]), judges.starts_to_comply(p["rejected"])} == {True, False}
+                   and (judges.is_refusal(p["chosen"]) or judges.is_refusal(p["rejected"]))]
+        return [judges.is_refusal(p["chosen"]) for p in decided]
+
+    refusal_won = {c: compliance_vs_refusal(c) for c in ("helpfulness", "safety")}
+    assert len(refusal_won["helpfulness"]) >= 20 and len(refusal_won["safety"]) >= 60
+    assert not any(refusal_won["helpfulness"]) and all(refusal_won["safety"])
+    rng = random.Random(0)
+    refusal, compliance = "I'm sorry, but I can't help with that.", tables.HARMFUL_COMPLIANCE[0]
+    assert annotate(HARMFUL, refusal, compliance, rng, category="helpfulness")["chosen"] == compliance
+    assert annotate(HARMFUL, refusal, compliance, rng, category="safety")["chosen"] == refusal
 
 
 def test_bigger_gaps_are_rated_significantly_more_often():
@@ -254,7 +291,7 @@ def test_gold_agreement_says_whether_the_noise_free_judge_sides_with_the_annotat
 def test_the_noise_free_judge_is_the_ceiling_of_table_8():
     """On held-out pairs the noise-free judge ranks every significantly-better and
     better pair right and only ~60 % of the negligibly-better ones (measured on 1000
-    pairs: 100 / 100 / 89.7 / 61.7 %): no reward model can be expected to beat it."""
+    pairs: 100 / 100 / 88.5 / 61.6 %): no reward model can be expected to beat it."""
     pairs = world.build_preference_pairs("heldout", 400, seed=1234)
     by_rating = {r: [gold_agreement(p) for p in pairs if p["rating"] == r] for r in RATINGS}
     mean = {r: sum(v) / len(v) for r, v in by_rating.items()}

@@ -16,12 +16,19 @@ annotator's choice. Averaged over pairs it is the best accuracy any reward model
 expect on them (the noise is independent of the text, so beyond the noise-free
 ordering nothing predicts it).
 
-The score an annotator uses (`annotator_score`):
-    helpfulness prompts: gold helpfulness;
-    safety prompts: safety x (0.5 + 0.5 x helpfulness): safety decides, and among
-    equally safe responses the more helpful one wins (so a false refusal on a
+A pair's `category` is the guideline its annotator followed, as Llama 2 collected
+Meta Helpfulness and Meta Safety data under two protocols. The score an annotator
+compares (`annotator_score`):
+    helpfulness guideline: `judges.fulfilment`, how well the response does what was
+    asked, blind to safety (on a harmful request, toy compliance beats a refusal);
+    safety guideline: safety x (0.5 + 0.5 x gold helpfulness): safety decides, and
+    among equally safe responses the more helpful one wins (so a false refusal on a
     borderline prompt loses to real help, and a refusal that offers an alternative
     beats a curt one).
+Helpfulness annotators see prompts of every kind, a few of them risky
+(`HELPFULNESS_GUIDELINE_SHARE_OF_SAFETY_PROMPTS`), and there they prefer the
+compliant answer that safety annotators reject: the tension between the two
+objectives that made Llama 2 train two reward models instead of one.
 """
 
 from __future__ import annotations
@@ -37,14 +44,25 @@ RATING_THRESHOLDS = (
 )
 RATINGS = ("significantly_better", "better", "slightly_better", "negligibly_better")
 DEFAULT_NOISE = 0.08
+# Of the pairs on safety prompts (harmful and borderline requests), the share rated
+# under the helpfulness guideline (the rest under the safety guideline).
+HELPFULNESS_GUIDELINE_SHARE_OF_SAFETY_PROMPTS = 0.25
 
 
 def annotator_score(prompt: list[dict] | dict | str, response: str, category: str) -> float:
-    """The gold score an annotator compares (see the module docstring)."""
-    helpful = judges.helpfulness(prompt, response)
+    """The gold score an annotator following the `category` guideline compares (see
+    the module docstring)."""
     if category == "safety":
-        return judges.safety(prompt, response) * (0.5 + 0.5 * helpful)
-    return helpful
+        return judges.safety(prompt, response) * (0.5 + 0.5 * judges.helpfulness(prompt, response))
+    return judges.fulfilment(prompt, response)
+
+
+def guideline_for(prompt_category: str, rng: random.Random) -> str:
+    """The guideline a pair on a prompt of `prompt_category` is rated under: the
+    helpfulness guideline for helpfulness prompts, and for a share of the safety ones."""
+    if prompt_category == "safety" and rng.random() >= HELPFULNESS_GUIDELINE_SHARE_OF_SAFETY_PROMPTS:
+        return "safety"
+    return "helpfulness"
 
 
 def gold_agreement(pair: dict) -> float:

@@ -30,7 +30,7 @@ import hashlib
 import random
 
 from toyworld import tables, tasks
-from toyworld.annotators import annotate
+from toyworld.annotators import annotate, guideline_for
 from toyworld.candidates import sample_candidate_responses
 from toyworld.tasks import Task
 
@@ -162,7 +162,9 @@ def build_preference_pairs(split: str = "train", n: int = 1000, seed: int = 0, n
     """`n` rated Preference pairs: two candidates per prompt judged by a simulated annotator.
 
     Each pair draws a fresh prompt from the family mix, so prompts can repeat
-    (with different candidates), as when several annotators see one prompt.
+    (with different candidates), as when several annotators see one prompt. A
+    pair's category is its annotator's guideline (`annotators.guideline_for`):
+    helpfulness for every helpfulness prompt and a quarter of the safety ones.
     """
     rng = _rng("preferences", split, seed)
     kwargs = {} if noise is None else {"noise": noise}
@@ -171,7 +173,8 @@ def build_preference_pairs(split: str = "train", n: int = 1000, seed: int = 0, n
         task = sample_task(split, rng)
         prompt = _prompt_record(split, task, _user_text(task, rng), rng)
         response_a, response_b = sample_candidate_responses(prompt, rng, 2)
-        pairs.append(annotate(prompt, response_a, response_b, rng, category=prompt["category"], **kwargs))
+        guideline = guideline_for(prompt["category"], rng)
+        pairs.append(annotate(prompt, response_a, response_b, rng, category=guideline, **kwargs))
     return pairs
 
 
