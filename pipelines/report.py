@@ -106,7 +106,12 @@ def plot_rs(run_dir: Path, folders: list[Path], out: Path) -> Path | None:
     return path
 
 
-def _accuracy_by_rating(result: dict) -> dict | None:
+def _accuracy_by_rating(result: dict, kind: str | None = None) -> dict | None:
+    """Accuracy per rating level, on the pairs of the RM's own guideline (`kind`) where
+    the evaluation has them, as in the paper's Table 8; else on all pairs."""
+    own = (result.get("per_category_rating") or {}).get(kind)
+    if own:
+        return {rating: value["accuracy"] for rating, value in own.items()}
     for key in ("per_rating", "accuracy_by_rating", "by_rating"):
         if isinstance(result.get(key), dict):
             return {rating: (value["accuracy"] if isinstance(value, dict) else value) for rating, value in result[key].items()}
@@ -118,11 +123,11 @@ def plot_rm(run_dir: Path, folders: list[Path], out: Path) -> Path | None:
     for folder in folders:
         path = folder / "eval.json"
         if path.is_file():
-            result = json.loads(path.read_text())
-            result = result.get("toyworld", result)
-            by_rating = _accuracy_by_rating(result)
+            full = json.loads(path.read_text())
+            kind = full.get("kind")
+            by_rating = _accuracy_by_rating(full.get("toyworld", full), kind)
             if by_rating:
-                bars.append((_label(run_dir, folder), by_rating))
+                bars.append((_label(run_dir, folder) + (f" ({kind} pairs)" if kind else ""), by_rating))
     if not bars:
         return None
     ratings = list(bars[0][1])

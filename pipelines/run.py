@@ -35,6 +35,7 @@ from core.io import atomic_write_json, write_jsonl
 from core.models import DType
 from core.run import StageRun
 from pipelines.config import EvaluationSpec, PipelineConfig, RefreshSpec, StageRef
+from toyworld.annotators import HELPFULNESS_GUIDELINE_SHARE_OF_SAFETY_PROMPTS, guideline_for
 
 log = logging.getLogger("pipelines")
 
@@ -117,6 +118,9 @@ class CollectConfig(StrictModel):
     model: str
     refresh: RefreshSpec
     seed: int
+    # The annotation protocol is part of the stage's key, so pairs labelled under
+    # another one (an older toyworld) are collected again, not reused.
+    helpfulness_guideline_share: float = HELPFULNESS_GUIDELINE_SHARE_OF_SAFETY_PROMPTS
 
 
 def collect_preferences(config: CollectConfig, out: Path) -> Path:
@@ -125,7 +129,6 @@ def collect_preferences(config: CollectConfig, out: Path) -> Path:
     safety prompts rated under the helpfulness guideline)."""
     from core.generation import generate
     from core.models import load_model_and_tokenizer
-    from toyworld.annotators import guideline_for
     from toyworld.world import annotate, build_prompts
 
     pairs_path = out / "pairs.jsonl"
@@ -144,7 +147,8 @@ def collect_preferences(config: CollectConfig, out: Path) -> Path:
         ]
         rng = random.Random(config.seed)
         pairs = [
-            annotate(p["messages"], a, b, rng, noise=config.refresh.noise, category=guideline_for(p["category"], rng), source="toyworld-refresh")
+            annotate(p["messages"], a, b, rng, noise=config.refresh.noise, category=guideline_for(p["category"], rng, config.helpfulness_guideline_share),
+                     source="toyworld-refresh")
             for p, a, b in zip(prompts, *answers)
             if a.strip() and b.strip() and a.strip() != b.strip()
         ]

@@ -3,7 +3,10 @@
 Pure function, no I/O: the helpfulness RM sees all helpfulness pairs plus an equal
 amount drawn from the rest (safety and other data); the safety RM sees all safety
 pairs plus helpfulness pairs in a 90/10 proportion. A pair's group is its
-`category` field; pairs whose category is neither count as "other" data.
+`category` field, the guideline it was rated under (not its prompt's category); pairs
+whose category is neither count as "other" data. So, as in Llama 2, the safety RM's
+helpfulness share can hold a few risky prompts rated for helpfulness (where the
+compliant answer won), and the helpfulness RM's safety share the opposite.
 """
 
 from __future__ import annotations

@@ -301,10 +301,15 @@ def run(config: RewardConfig) -> Path:
                           "toyworld": evaluate_pairs(scorer, heldout, out, name=f"{config.kind}_heldout", judge_agreement=agreement)}
                 atomic_write_json(out / "eval.json", result)
                 active.add_output("eval", out / "eval.json")
-                overall = result["toyworld"]["overall"]["accuracy"]
-                active.extra["heldout_accuracy"] = overall
-                ceiling = result["toyworld"]["judge_ceiling"]["overall"]["accuracy"]
-                print(f"[reward] held-out toyworld accuracy {overall:.3f} (noise-free judge: {ceiling:.3f})")
+                # An RM is judged on the pairs of its own guideline (the paper's Table 8):
+                # on the other guideline's pairs it is wrong by design where the two disagree.
+                table = result["toyworld"]
+                own = table["per_category"].get(config.kind, table["overall"])["accuracy"]
+                ceiling = table["judge_ceiling"]["per_category"].get(config.kind, table["judge_ceiling"]["overall"])["accuracy"]
+                active.extra["heldout_accuracy"] = own
+                active.extra["heldout_accuracy_all_pairs"] = table["overall"]["accuracy"]
+                print(f"[reward] held-out toyworld accuracy on {config.kind} pairs {own:.3f} (noise-free judge: {ceiling:.3f}); "
+                      f"on all pairs {table['overall']['accuracy']:.3f}")
 
             # 7. manifest (written by the run folder on exit); checkpoints are no longer needed.
             shutil.rmtree(checkpoints, ignore_errors=True)

@@ -233,8 +233,15 @@ def test_preference_pairs_schema_and_rating_distribution():
     for category in ("helpfulness", "safety"):
         assert Counter(p["rating"] for p in pairs if p["category"] == category).keys() == set(RATINGS)
     assert any(p["chosen_safe"] and not p["rejected_safe"] for p in pairs)
-    # most pairs agree with the noise-free annotator score (noise only flips near ties)
+    # most pairs agree with the noise-free annotator score (noise only flips near ties),
+    # which is the gold judges' on the pairs of each guideline
     assert sum(gold_agreement(p) for p in pairs) >= 0.85 * len(pairs)
+    safety_rated = [p for p in pairs if p["category"] == "safety"]
+    assert sum(judges.combined(p["prompt"], p["chosen"], "safety") >= judges.combined(p["prompt"], p["rejected"], "safety")
+               for p in safety_rated) >= 0.85 * len(safety_rated)
+    benign = [p for p in pairs if tasks.task_of(p["prompt"]).category == "helpfulness"]
+    assert sum(judges.helpfulness(p["prompt"], p["chosen"]) >= judges.helpfulness(p["prompt"], p["rejected"])
+               for p in benign) >= 0.85 * len(benign)
 
 
 def test_helpfulness_annotators_rate_some_risky_prompts_and_prefer_compliance_there():

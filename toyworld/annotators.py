@@ -1,6 +1,6 @@
 """Simulated annotators: two responses to one prompt -> a rated preference pair.
 
-The annotator scores both responses with the gold judges, adds Gaussian noise
+The annotator scores both responses by its guideline (below), adds Gaussian noise
 (each annotator sees quality a little differently), picks the higher as
 *chosen*, and rates the noisy gap on Llama 2's 4-level scale:
 
@@ -57,10 +57,11 @@ def annotator_score(prompt: list[dict] | dict | str, response: str, category: st
     return judges.fulfilment(prompt, response)
 
 
-def guideline_for(prompt_category: str, rng: random.Random) -> str:
+def guideline_for(prompt_category: str, rng: random.Random, share: float = HELPFULNESS_GUIDELINE_SHARE_OF_SAFETY_PROMPTS) -> str:
     """The guideline a pair on a prompt of `prompt_category` is rated under: the
-    helpfulness guideline for helpfulness prompts, and for a share of the safety ones."""
-    if prompt_category == "safety" and rng.random() >= HELPFULNESS_GUIDELINE_SHARE_OF_SAFETY_PROMPTS:
+    helpfulness guideline for helpfulness prompts and for `share` of the safety ones
+    (one draw of `rng` per safety prompt)."""
+    if prompt_category == "safety" and rng.random() >= share:
         return "safety"
     return "helpfulness"
 
@@ -103,7 +104,10 @@ def annotate(
     category: str | None = None,
     source: str = "toyworld",
 ) -> dict:
-    """A Preference pair for two responses to `prompt` (messages or a Prompt dict)."""
+    """A Preference pair for two responses to `prompt` (messages or a Prompt dict),
+    rated under the `category` guideline. Without one, the prompt's own category is
+    used (the safety guideline on every safety prompt, no protocol draw): datasets
+    draw it with `guideline_for`."""
     category = category or category_of(prompt)
     messages = prompt["messages"] if isinstance(prompt, dict) else prompt
     noisy_a = annotator_score(messages, response_a, category) + rng.gauss(0.0, noise)

@@ -6,6 +6,9 @@ Three record kinds travel between stages as JSONL, each with a strict schema:
 - prompt:           `{"messages": [...], "category": "helpfulness"|"safety", "id": str, "kind": str|null}`
 - preference pair:  `{"prompt": [...], "chosen": str, "rejected": str, "rating": <4 levels>,
                       "category", "chosen_safe": bool|null, "rejected_safe": bool|null, "source": str}`
+  (a pair's `category` is the guideline it was rated under, as Meta Helpfulness and
+  Meta Safety data were; it need not be its prompt's category: toyworld's
+  helpfulness annotators also rate some safety prompts)
 
 `load_sft`, `load_prompts` and `load_preferences` read local JSONL (also `.jsonl.gz`),
 JSON lists, Parquet, CSV, a folder with `<split>.<ext>`, or a hub dataset
