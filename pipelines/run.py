@@ -146,9 +146,10 @@ def collect_preferences(config: CollectConfig, out: Path) -> Path:
             for i, t in enumerate(config.refresh.temperatures)
         ]
         rng = random.Random(config.seed)
+        share = config.helpfulness_guideline_share
         pairs = [
-            annotate(p["messages"], a, b, rng, noise=config.refresh.noise, category=guideline_for(p["category"], rng, config.helpfulness_guideline_share),
-                     source="toyworld-refresh")
+            annotate(p["messages"], a, b, rng, noise=config.refresh.noise,
+                     category=guideline_for(p["category"], rng, share), source="toyworld-refresh")
             for p, a, b in zip(prompts, *answers)
             if a.strip() and b.strip() and a.strip() != b.strip()
         ]
