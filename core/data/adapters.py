@@ -9,9 +9,10 @@ The loader then checks every returned dict against the strict schemas.
 
 | name | record | sft | prompts | preferences |
 | --- | --- | --- | --- | --- |
-| `canonical` | the project's own schema (unknown keys refused) | yes | yes | yes |
-| `plain` | `prompt` (text or messages) with `completion`/`response`; `prompt` or `messages` (+ optional `id`, `category`, `kind`); `prompt`, `chosen`, `rejected` (+ optional `rating`, `category`, `chosen_safe`, `rejected_safe`, `source`) | yes | yes | yes |
+| `canonical` | the project's own schema (unknown keys refused; SFT rows may carry other keys, only `messages` is read) | yes | yes | yes |
+| `plain` | `messages`, or `prompt` (text or messages) with `completion`/`response` (text, or TRL's conversational `[{"role": "assistant", ...}]`); `prompt` or `messages` (+ optional `id`, `category`, `kind`); `prompt`, `chosen`, `rejected` (answers as text or as TRL's conversational lists; + optional `rating`, `category`, `chosen_safe`, `rejected_safe`, `source`) | yes | yes | yes |
 | `hh-rlhf` | Anthropic HH-RLHF `{"chosen": transcript, "rejected": transcript}` | chosen transcript | shared turns | one pair |
+| `implicit-prompt` | TRL's implicit-prompt pairs `{"chosen": [messages], "rejected": [messages]}`: the same prompt turns, then a different last assistant turn | chosen conversation | shared turns | one pair |
 | `pku-saferlhf` | PKU-SafeRLHF `prompt, response_0/1, better_response_id, safer_response_id, is_response_0/1_safe` | - | yes | two pairs |
 | `ultrafeedback` | scored pairs `prompt, chosen, rejected, score_chosen, score_rejected` | - | yes | one pair |
 
@@ -28,6 +29,10 @@ Mappings that are choices, not facts of the formats:
   same in both transcripts; consecutive turns of one speaker (a known quirk of
   the data) are merged; the category is `category=` if given, else `safety` when
   the source name says `harmless` or `red-team`, else `helpfulness`.
+- Implicit-prompt pairs: the prompt is every turn before the last (assistant) one, which
+  must be the same in both conversations; `rating`/`category` are read when present.
+- Detection looks at the first record's keys and, where keys alone cannot tell
+  (`chosen`/`rejected` as HH-RLHF text or as TRL message lists), at their types.
 - Records without an id get `p{index}` (0-based position in the source); records
   without a category get `category=` or `helpfulness`.
 """
@@ -72,8 +77,8 @@ class Adapter:
     sft: Converter | None = None
     prompts: Converter | None = None
     preferences: Converter | None = None
-    # (kind, keys of a source's first record) -> whether the source looks like this format
-    matches: Callable[[str, set[str]], bool] | None = None
+    # (kind, a source's first record) -> whether the source looks like this format
+    matches: Callable[[str, dict], bool] | None = None
 
     def converter(self, kind: str) -> Converter | None:
         return getattr(self, kind)
@@ -173,6 +178,12 @@ def canonical_record(record: dict, index: int, options: AdapterOptions) -> list[
     return [record]  # the loader's strict schema check is the whole conversion
 
 
+def canonical_sft(record: dict, index: int, options: AdapterOptions) -> list[dict]:
+    """SFT rows of this project carry ids and other bookkeeping beside `messages`
+    (RS targets, GAtt dialogues, replayed demonstrations): only `messages` is read."""
+    return [{"messages": required(record, "messages")}]
+
+
 def plain_sft(record: dict, index: int, options: AdapterOptions) -> list[dict]:
     if "messages" in record:
         return [{"messages": parse_messages(required(record, "messages"), "messages")}]
@@ -185,6 +196,9 @@ def plain_sft(record: dict, index: int, options: AdapterOptions) -> list[dict]:
     system = optional_text(record, "system")
     if system is not None and messages[0]["role"] != "system":
         messages = [{"role": "system", "content": system}, *messages]
+    answer = record[answer_field]
+    if isinstance(answer, list):  # TRL's conversational prompt-completion
+        return [{"messages": [*messages, *parse_messages(answer, answer_field)]}]
     return [{"messages": [*messages, {"role": "assistant", "content": text(record, answer_field)}]}]
 
 
@@ -298,6 +312,53 @@ def hh_pair(record: dict, index: int, options: AdapterOptions) -> list[dict]:
             "chosen_safe": None,
             "rejected_safe": None,
             "source": "hh-rlhf",
+        }
+    ]
+
+
+# ---------------------------------------------------------------- 3b. TRL implicit-prompt pairs
+def implicit_split(record: dict) -> tuple[list[dict], str, str]:
+    """(shared prompt turns, chosen answer, rejected answer) of two conversations."""
+    prompt, chosen = split_conversation(required(record, "chosen"), "chosen")
+    rejected_prompt, rejected = split_conversation(required(record, "rejected"), "rejected")
+    if prompt != rejected_prompt:
+        raise RecordError(
+            "the chosen and rejected conversations differ before their last (assistant) turn",
+            "rejected",
+        )
+    if not prompt:
+        raise RecordError("no prompt turns before the assistant answer", "chosen")
+    return prompt, chosen, rejected
+
+
+def implicit_sft(record: dict, index: int, options: AdapterOptions) -> list[dict]:
+    return [{"messages": parse_messages(required(record, "chosen"), "chosen")}]
+
+
+def implicit_prompt(record: dict, index: int, options: AdapterOptions) -> list[dict]:
+    prompt, _, _ = implicit_split(record)
+    return [
+        {
+            "messages": prompt,
+            "category": category_of(record, options),
+            "id": prompt_id(record, index),
+            "kind": None,
+        }
+    ]
+
+
+def implicit_pair(record: dict, index: int, options: AdapterOptions) -> list[dict]:
+    prompt, chosen, rejected = implicit_split(record)
+    return [
+        {
+            "prompt": prompt,
+            "chosen": chosen,
+            "rejected": rejected,
+            "rating": record.get("rating") or options.default_rating,
+            "category": category_of(record, options),
+            "chosen_safe": record.get("chosen_safe"),
+            "rejected_safe": record.get("rejected_safe"),
+            "source": record.get("source") or "implicit-prompt",
         }
     ]
 
@@ -429,26 +490,44 @@ CANONICAL_MODELS: dict[str, type[BaseModel]] = {
 }
 
 
-def looks_canonical(kind: str, keys: set[str]) -> bool:
+def looks_canonical(kind: str, record: dict) -> bool:
     """The first record has the schema's keys and no others (later records are held to the
     strict schema, unknown keys refused); records with extra keys go to the lenient `plain`."""
+    keys = set(record)
     fields = CANONICAL_MODELS[kind].model_fields
     return {name for name, info in fields.items() if info.is_required()} <= keys <= set(fields)
 
 
-def looks_pku(kind: str, keys: set[str]) -> bool:
+def looks_pku(kind: str, record: dict) -> bool:
+    keys = set(record)
     return "better_response_id" in keys or "safer_response_id" in keys
 
 
-def looks_scored(kind: str, keys: set[str]) -> bool:
+def looks_scored(kind: str, record: dict) -> bool:
+    keys = set(record)
     return "score_chosen" in keys or "score_rejected" in keys
 
 
-def looks_hh(kind: str, keys: set[str]) -> bool:
-    return {"chosen", "rejected"} <= keys and not keys & {"prompt", "messages"}
+def looks_hh(kind: str, record: dict) -> bool:
+    keys = set(record)
+    return (
+        {"chosen", "rejected"} <= keys
+        and not keys & {"prompt", "messages"}
+        and isinstance(record["chosen"], str)
+    )
 
 
-def looks_plain(kind: str, keys: set[str]) -> bool:
+def looks_implicit(kind: str, record: dict) -> bool:
+    keys = set(record)
+    return (
+        {"chosen", "rejected"} <= keys
+        and not keys & {"prompt", "messages"}
+        and isinstance(record["chosen"], list)
+    )
+
+
+def looks_plain(kind: str, record: dict) -> bool:
+    keys = set(record)
     if kind == "sft":
         return "messages" in keys or ("prompt" in keys and bool(keys & {"completion", "response"}))
     if kind == "prompts":
@@ -469,7 +548,7 @@ register_adapter(
     Adapter(
         "canonical",
         "the project's own schema",
-        canonical_record,
+        canonical_sft,
         canonical_record,
         canonical_record,
         looks_canonical,
@@ -498,8 +577,18 @@ register_adapter(
 )
 register_adapter(
     Adapter(
+        "implicit-prompt",
+        "TRL implicit-prompt chosen/rejected conversations",
+        implicit_sft,
+        implicit_prompt,
+        implicit_pair,
+        looks_implicit,
+    )
+)
+register_adapter(
+    Adapter(
         "plain",
-        "prompt/completion, prompt, prompt/chosen/rejected",
+        "messages, prompt/completion, prompt, prompt/chosen/rejected",
         plain_sft,
         plain_prompt,
         plain_pair,
@@ -509,13 +598,12 @@ register_adapter(
 
 
 def detect_adapter(kind: str, record: dict) -> str | None:
-    """The first registered adapter for `kind` whose format matches the record's keys."""
-    keys = set(record)
+    """The first registered adapter for `kind` whose format matches the record's fields."""
     for name, adapter in ADAPTERS.items():
         if (
             adapter.converter(kind) is not None
             and adapter.matches is not None
-            and adapter.matches(kind, keys)
+            and adapter.matches(kind, record)
         ):
             return name
     return None
@@ -523,3 +611,17 @@ def detect_adapter(kind: str, record: dict) -> str | None:
 
 def adapters_for(kind: str) -> list[str]:
     return [name for name, adapter in ADAPTERS.items() if adapter.converter(kind) is not None]
+
+
+def detect_kind(record: dict) -> str | None:
+    """Which kind of data a source holds, from its first record: `preferences` when a
+    pair format fits, `sft` for conversations that end with an answer or prompt/completion
+    rows, `prompts` for conversations ending with a user turn or bare prompts; else None."""
+    if detect_adapter("preferences", record) is not None:
+        return "preferences"
+    messages = record.get("messages")
+    if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
+        return "sft" if messages[-1].get("role") == "assistant" else "prompts"
+    if "prompt" in record:
+        return "sft" if record.keys() & {"completion", "response"} else "prompts"
+    return None

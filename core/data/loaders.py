@@ -4,14 +4,23 @@ Every loader reads the records (`load_records`), converts them with the named or
 detected adapter, and checks each result against the strict schema. A bad record
 raises `DataError` (`file, line N, field 'x': what is wrong`) unless
 `on_bad="skip"`, which leaves it out and counts it in the `LoadReport` (and logs
-a warning with the first one): nothing is dropped silently. File-level problems
-(no such file, malformed JSON, bad UTF-8) always raise.
+a warning with the first one): nothing is dropped silently. With `on_bad="skip"`
+a line of a JSON-lines file that is not a JSON object (broken JSON, bad UTF-8) is
+a bad record too; every other file-level problem (no such file, a malformed JSON
+list or CSV, a format that cannot be told) always raises.
+
+`limit` keeps the first N canonical rows of a source: records after them are not
+converted, so a bad record past the limit neither stops nor counts.
+
+`load_sft`, `load_prompts` and `load_preferences` return the canonical dicts;
+`located_sft`, `located_prompts` and `located_preferences` return
+`(location, dict)` pairs, for stages that name a row's file and line later.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -31,6 +40,12 @@ log = logging.getLogger("core.data")
 
 OnBad = Literal["error", "skip"]
 KIND_NAMES = {"sft": "SFT examples", "prompts": "prompts", "preferences": "preference pairs"}
+EMPTY_SOURCE = {
+    "sft": "no records: no conversations to learn from",
+    "prompts": "no records: no prompts",
+    "preferences": "no records: no preference pairs",
+}
+MAX_LISTED = 20  # bad records listed by name in a report (all are counted)
 
 
 @dataclass
@@ -45,12 +60,19 @@ class LoadReport:
     first_skipped: str | None = None
     n_too_long: int = 0
     first_too_long: str | None = None
-    skipped: list[str] = field(default_factory=list)  # every bad record's error, in file order
+    # the first MAX_LISTED bad records' errors (`file, line N, field 'x': why`), in file order
+    skipped: list[str] = field(default_factory=list)
+    limit: int | None = None
+    n_read: int = 0  # records looked at (fewer than n_records when `limit` was reached)
 
     def skip(self, error: DataError) -> None:
         self.n_skipped += 1
         self.first_skipped = self.first_skipped or str(error)
-        self.skipped.append(str(error))
+        if len(self.skipped) < MAX_LISTED:
+            self.skipped.append(str(error))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
     def too_long(self, location: Location, detail: str) -> None:
         self.n_too_long += 1
@@ -60,6 +82,8 @@ class LoadReport:
         text = (
             f"{self.source} ({self.adapter}): {self.n_loaded} loaded from {self.n_records} records"
         )
+        if self.limit is not None and self.n_read < self.n_records:
+            text += f" (limit {self.limit}: read the first {self.n_read})"
         if self.n_skipped:
             text += f"; {self.n_skipped} bad records left out (first: {self.first_skipped})"
         if self.n_too_long:
@@ -69,17 +93,27 @@ class LoadReport:
 
 # ---------------------------------------------------------------- 1. the shared loop
 def choose_converter(
-    kind: str, adapter: str | None, first: tuple[Location, dict]
+    kind: str, adapter: str | None, first: tuple[Location, dict], adapter_key: str = "adapter"
 ) -> tuple[str, Converter]:
-    """The named adapter's converter for `kind`, or the one detected from the first record."""
+    """The named adapter's converter for `kind`, or the one detected from the first record.
+
+    When none fits, the error names the file and line, the fields seen, the config key
+    that names an adapter (`adapter_key`, e.g. `data.adapter`) and the adapters there are."""
     choices = ", ".join(adapters_for(kind))
     if adapter is None:
         location, record = first
         adapter = detect_adapter(kind, record)
         if adapter is None:
             fields = ", ".join(sorted(record)) or "none"
+            described = "; ".join(
+                f"{name} ({ADAPTERS[name].description})" for name in adapters_for(kind)
+            )
+            # an SFT example has one field; naming it is the likeliest fix
+            prefix = "missing field, and " if kind == "sft" and "messages" not in record else ""
             raise location.error(
-                f"cannot tell the format of these {KIND_NAMES[kind]} from the fields ({fields}); name an adapter: {choices}"
+                f"{prefix}cannot tell the format of these {KIND_NAMES[kind]} from the fields "
+                f"({fields}); name an adapter with `{adapter_key}`: {described}",
+                "messages" if prefix else None,
             )
     if adapter not in ADAPTERS:
         raise ConfigError(f"unknown data adapter {adapter!r} (known: {', '.join(ADAPTERS)})")
@@ -100,24 +134,46 @@ def load_located(
     split: str,
     on_bad: OnBad,
     report: LoadReport,
+    limit: int | None = None,
+    adapter_key: str = "adapter",
 ) -> list[tuple[Location, dict]]:
     """`(location, canonical dict)` for every good record; bad ones raise or are counted."""
     if on_bad not in ("error", "skip"):
         raise ConfigError(f"on_bad must be 'error' or 'skip', got {on_bad!r}")
-    records = load_records(source, split)
-    report.source, report.n_records = str(source), len(records)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"limit must be a positive integer or null, got {limit!r}")
+    bad_lines: list[DataError] | None = [] if on_bad == "skip" else None
+    records = load_records(source, split, bad_lines)
+    unreadable = sorted(bad_lines or [], key=lambda error: error.line or 0)
+    report.source, report.n_records = str(source), len(records) + len(unreadable)
+    report.limit = limit
     if not records:
-        raise DataError(f"no records (expected {KIND_NAMES[kind]})", path=source)
-    report.adapter, convert = choose_converter(kind, adapter, records[0])
+        if unreadable:
+            raise DataError(
+                f"no readable records ({len(unreadable)} bad lines, first: {unreadable[0]})",
+                path=source,
+            )
+        raise DataError(EMPTY_SOURCE[kind], path=source)
+    report.adapter, convert = choose_converter(kind, adapter, records[0], adapter_key)
     rows: list[tuple[Location, dict]] = []
     for index, (location, record) in enumerate(records):
+        if limit is not None and len(rows) >= limit:
+            break
+        while unreadable and (unreadable[0].line or 0) < (location.line or 0):
+            report.n_read += 1
+            report.skip(unreadable.pop(0))  # a broken line before this record, in file order
+        report.n_read += 1
         try:
             converted = [check(row) for row in convert(record, index, options)]
         except RecordError as error:
             reject(location.error(error.message, error.field), on_bad, report)
             continue
         rows.extend((location, row) for row in converted)
-    return rows
+    else:
+        for error in unreadable:  # broken lines after the last record
+            report.n_read += 1
+            report.skip(error)
+    return rows if limit is None else rows[:limit]
 
 
 def reject(error: DataError, on_bad: OnBad, report: LoadReport) -> None:
@@ -126,13 +182,23 @@ def reject(error: DataError, on_bad: OnBad, report: LoadReport) -> None:
     report.skip(error)
 
 
-def finish(rows: list[tuple[Location, dict]], report: LoadReport) -> list[dict]:
+def finish(rows: list[tuple[Location, dict]], report: LoadReport) -> list[tuple[Location, dict]]:
     report.n_loaded = len(rows)
     if report.n_skipped or report.n_too_long:
         log.warning(report.summary())
     else:
         log.info(report.summary())
-    return [row for _, row in rows]
+    return rows
+
+
+def check_thresholds(rating_thresholds) -> tuple[float, float, float]:
+    if len(rating_thresholds) != 3 or list(rating_thresholds) != sorted(
+        rating_thresholds, reverse=True
+    ):
+        raise ConfigError(
+            f"rating_thresholds must be 3 decreasing score gaps, got {rating_thresholds!r}"
+        )
+    return tuple(float(gap) for gap in rating_thresholds)
 
 
 def check_options(default_rating: str = "better", category: str | None = None) -> None:
@@ -145,21 +211,18 @@ def check_options(default_rating: str = "better", category: str | None = None) -
 
 
 # ---------------------------------------------------------------- 2. the three kinds
-def load_sft(
+def located_sft(
     source: str | Path,
     adapter: str | None = None,
     *,
     require_answer: bool = False,
     split: str = "train",
     on_bad: OnBad = "error",
+    limit: int | None = None,
+    adapter_key: str = "adapter",
     report: LoadReport | None = None,
-) -> list[dict]:
-    """SFT examples `{"messages": [...]}`.
-
-    Types and roles are always checked. Conversations with no assistant turn or an
-    empty answer are kept unless `require_answer=True` (the SFT stage counts and
-    reports them itself, see `check_sft_example`).
-    """
+) -> list[tuple[Location, dict]]:
+    """`load_sft`'s examples with the place each came from."""
     report = report if report is not None else LoadReport()
     options = AdapterOptions(source_name=str(source))
     rows = load_located(
@@ -171,11 +234,23 @@ def load_sft(
         split,
         on_bad,
         report,
+        limit,
+        adapter_key,
     )
     return finish(rows, report)
 
 
-def load_prompts(
+def load_sft(source: str | Path, adapter: str | None = None, **keys) -> list[dict]:
+    """SFT examples `{"messages": [...]}`.
+
+    Types and roles are always checked. Conversations with no assistant turn or an
+    empty answer are kept unless `require_answer=True` (the SFT stage counts and
+    reports them itself, see `check_sft_example`). Keys: see `located_sft`.
+    """
+    return [row for _, row in located_sft(source, adapter, **keys)]
+
+
+def located_prompts(
     source: str | Path,
     adapter: str | None = None,
     max_prompt_chars: int | None = None,
@@ -183,7 +258,25 @@ def load_prompts(
     category: str | None = None,
     split: str = "train",
     on_bad: OnBad = "error",
+    limit: int | None = None,
+    adapter_key: str = "adapter",
     report: LoadReport | None = None,
+) -> list[tuple[Location, dict]]:
+    """`load_prompts`'s prompts with the place each came from."""
+    check_options(category=category)
+    report = report if report is not None else LoadReport()
+    options = AdapterOptions(category=category, source_name=str(source))
+    rows = load_located(
+        "prompts", source, adapter, options, prompt_record, split, on_bad, report, limit, adapter_key
+    )
+    rows = without_duplicate_ids(rows, on_bad, report)
+    if max_prompt_chars is not None:
+        rows = without_long_prompts(rows, max_prompt_chars, report)
+    return finish(rows, report)
+
+
+def load_prompts(
+    source: str | Path, adapter: str | None = None, max_prompt_chars: int | None = None, **keys
 ) -> list[dict]:
     """Prompts `{"messages", "category", "id", "kind"}` ending with a user turn.
 
@@ -191,14 +284,7 @@ def load_prompts(
     hold more than `max_prompt_chars` characters in all are left out, counted in the
     report and logged. `category` is the category of records that carry none.
     """
-    check_options(category=category)
-    report = report if report is not None else LoadReport()
-    options = AdapterOptions(category=category, source_name=str(source))
-    rows = load_located("prompts", source, adapter, options, prompt_record, split, on_bad, report)
-    rows = without_duplicate_ids(rows, on_bad, report)
-    if max_prompt_chars is not None:
-        rows = without_long_prompts(rows, max_prompt_chars, report)
-    return finish(rows, report)
+    return [row for _, row in located_prompts(source, adapter, max_prompt_chars, **keys)]
 
 
 def without_duplicate_ids(
@@ -236,7 +322,7 @@ def without_long_prompts(
     return kept
 
 
-def load_preferences(
+def located_preferences(
     source: str | Path,
     adapter: str | None = None,
     default_rating: str = "better",
@@ -245,7 +331,32 @@ def load_preferences(
     rating_thresholds: tuple[float, float, float] = (3.0, 2.0, 1.0),
     split: str = "train",
     on_bad: OnBad = "error",
+    limit: int | None = None,
+    adapter_key: str = "adapter",
     report: LoadReport | None = None,
+) -> list[tuple[Location, dict]]:
+    """`load_preferences`'s pairs with the place each came from."""
+    check_options(default_rating, category)
+    thresholds = check_thresholds(rating_thresholds)
+    report = report if report is not None else LoadReport()
+    options = AdapterOptions(default_rating, category, thresholds, str(source))
+    rows = load_located(
+        "preferences",
+        source,
+        adapter,
+        options,
+        preference_record,
+        split,
+        on_bad,
+        report,
+        limit,
+        adapter_key,
+    )
+    return finish(rows, report)
+
+
+def load_preferences(
+    source: str | Path, adapter: str | None = None, default_rating: str = "better", **keys
 ) -> list[dict]:
     """Preference pairs in the canonical schema (see `core.data.adapters` for the mappings).
 
@@ -253,17 +364,7 @@ def load_preferences(
     pairs whose source has no category (PKU-SafeRLHF: keep only that category's
     pair); `rating_thresholds` map score gaps of scored sources to ratings.
     """
-    check_options(default_rating, category)
-    if (
-        not list(rating_thresholds) == sorted(rating_thresholds, reverse=True)
-        or len(rating_thresholds) != 3
-    ):
-        raise ConfigError(
-            f"rating_thresholds must be 3 decreasing score gaps, got {rating_thresholds!r}"
-        )
-    report = report if report is not None else LoadReport()
-    options = AdapterOptions(default_rating, category, tuple(rating_thresholds), str(source))
-    rows = load_located(
-        "preferences", source, adapter, options, preference_record, split, on_bad, report
-    )
-    return finish(rows, report)
+    return [row for _, row in located_preferences(source, adapter, default_rating, **keys)]
+
+
+LOCATED = {"sft": located_sft, "prompts": located_prompts, "preferences": located_preferences}

@@ -8,6 +8,11 @@ so that later checks can raise a `DataError` naming file, line and field.
 
 Line numbers are real for JSON lines, JSON lists and CSV (the line where the
 record starts); Parquet and hub rows have no lines and are numbered `row N`.
+
+A line of a JSON-lines file that is not a JSON object (broken JSON, bad UTF-8, a
+bare list) stops the read with a `DataError`, unless the caller passes a
+`bad_lines` list: then the error is appended to it and the read goes on (the
+loaders' `on_bad="skip"`). Every other file-level problem always raises.
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import DataError
-from core.io import iter_jsonl
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson")
 JSON_SUFFIXES = (".json", ".json.gz")
@@ -61,14 +65,17 @@ Records = list[tuple[Location, dict]]
 
 
 # ---------------------------------------------------------------- 1. dispatch
-def load_records(source: str | Path, split: str = "train") -> Records:
-    """All records of `source` as `(location, dict)`; file-level problems raise `DataError`."""
+def load_records(
+    source: str | Path, split: str = "train", bad_lines: list[DataError] | None = None
+) -> Records:
+    """All records of `source` as `(location, dict)`; file-level problems raise `DataError`
+    (unreadable JSON lines go to `bad_lines` instead when it is given)."""
     text = str(source)
     path = Path(text).expanduser()
     if path.is_dir():
-        return load_records(split_file_in(path, split), split)
+        return load_records(split_file_in(path, split), split, bad_lines)
     if path.is_file():
-        return read_file(path)
+        return read_file(path, bad_lines)
     if looks_like_hub_name(text):
         return read_hub_dataset(text, split)
     raise DataError("no such file or folder, and not a hub dataset name (owner/name)", path=text)
@@ -91,12 +98,12 @@ def split_file_in(folder: Path, split: str) -> Path:
     return found[0]
 
 
-def read_file(path: Path) -> Records:
+def read_file(path: Path, bad_lines: list[DataError] | None = None) -> Records:
     name = path.name.lower()
     if name.endswith(JSONL_SUFFIXES):
-        return [(Location(path, line=line), obj) for line, obj in iter_jsonl(path)]
+        return read_json_lines(path, bad_lines)
     if name.endswith(JSON_SUFFIXES):
-        return read_json(path)
+        return read_json(path, bad_lines)
     if name.endswith(PARQUET_SUFFIXES):
         return read_parquet(path)
     if name.endswith(CSV_SUFFIXES):
@@ -107,11 +114,59 @@ def read_file(path: Path) -> Records:
 
 
 # ---------------------------------------------------------------- 2. text files
+def read_bytes(path: Path) -> bytes:
+    """The file's bytes, gunzipped if `.gz` (a corrupt archive is a `DataError`)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            return handle.read()
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"cannot read the file ({type(exc).__name__}: {exc})", path=path) from None
+
+
+def parse_json_line(raw: str, path: Path, number: int) -> dict | None:
+    """One line of a JSON-lines file: its object, None for a blank line, else `DataError`."""
+    if not raw.strip():
+        return None
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"malformed JSON ({exc.msg}, column {exc.colno})", path=path, line=number
+        ) from None
+    if not isinstance(obj, dict):
+        raise DataError(
+            f"expected a JSON object, got {type(obj).__name__}", path=path, line=number
+        )
+    return obj
+
+
+def read_json_lines(path: Path, bad_lines: list[DataError] | None = None) -> Records:
+    """Every non-blank line of a JSON-lines file (gzipped or not), decoded line by line so
+    that a bad line names its own number; with `bad_lines`, bad lines are collected there."""
+    records: Records = []
+    for number, raw in enumerate(read_bytes(path).split(b"\n"), start=1):
+        try:
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"not valid UTF-8 ({exc.reason} at byte {exc.start})", path=path, line=number
+                ) from None
+            obj = parse_json_line(line.removeprefix("\ufeff") if number == 1 else line, path, number)
+        except DataError as error:
+            if bad_lines is None:
+                raise
+            bad_lines.append(error)
+            continue
+        if obj is not None:
+            records.append((Location(path, line=number), obj))
+    return records
+
+
 def read_text(path: Path) -> str:
     """The file as text (gunzipped if `.gz`); bad UTF-8 is reported with its line."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
+    data = read_bytes(path)
     try:
         return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
@@ -121,7 +176,7 @@ def read_text(path: Path) -> str:
         ) from None
 
 
-def read_json(path: Path) -> Records:
+def read_json(path: Path, bad_lines: list[DataError] | None = None) -> Records:
     """A JSON list of objects; a `.json` file that holds JSON lines is read as such."""
     text = read_text(path)
     if text.lstrip().startswith("["):
@@ -129,7 +184,7 @@ def read_json(path: Path) -> Records:
     try:
         whole = json.loads(text)
     except json.JSONDecodeError:
-        return [(Location(path, line=line), obj) for line, obj in iter_jsonl_text(path, text)]
+        return read_json_lines(path, bad_lines)
     if isinstance(whole, dict) and "\n" not in text.strip():  # JSON lines holding one record
         return [(Location(path, line=1), whole)]
     got = "one object" if isinstance(whole, dict) else f"a {type(whole).__name__}"
@@ -179,24 +234,6 @@ def iter_json_array(path: Path, text: str):
         )
     if skip_space(position + 1) != end:
         raise DataError("malformed JSON (text after the closing ']')", path=path, line=line)
-
-
-def iter_jsonl_text(path: Path, text: str):
-    """JSON lines held in a string (a `.json` file written with `lines=True`)."""
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise DataError(
-                f"malformed JSON ({exc.msg}, column {exc.colno})", path=path, line=number
-            ) from None
-        if not isinstance(obj, dict):
-            raise DataError(
-                f"expected a JSON object, got {type(obj).__name__}", path=path, line=number
-            )
-        yield number, obj
 
 
 def read_csv(path: Path, delimiter: str = ",") -> Records:
