@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator
 
 from core.config import StrictModel
+from core.data.sources import SFTSourceKeys
 from core.generation import SamplingConfig
 from core.models import LoraSettings
 
@@ -37,12 +38,19 @@ class ModelSection(StrictModel):
     allow_pickle_weights: bool = False
 
 
-class DataSection(StrictModel):
+class DataSection(SFTSourceKeys):
     # `toyworld` builds toyworld's train-split demonstrations; otherwise a local
-    # JSONL/JSON/Parquet/CSV file of `{"messages": [...]}` rows, or a hub dataset
-    # name (with `adapter` to map a public format onto `messages`).
+    # JSONL/JSON/Parquet/CSV file (or a folder, or a hub dataset name) in any format
+    # core.data reads: chat `messages`, prompt/completion, HH-RLHF transcripts (the
+    # chosen one), TRL implicit-prompt pairs (the chosen conversation).
+    # The source keys every stage shares (core.data.sources), inherited:
+    #   adapter  the format, detected from the first row when unset
+    #   split    of a folder or hub dataset
+    #   on_bad   a row that cannot be read as a conversation (broken JSON, a bad
+    #            role, a wrong type): `error` names its file, line and field;
+    #            `skip` leaves it out, counted and listed in data_report.json
+    #   limit    read only the first N rows (max_examples below counts usable ones)
     train: str = "toyworld"
-    adapter: str | None = None
     toyworld_n: int = 300  # demonstrations built when train == "toyworld"
     toyworld_seed: int = 0
     # Re-weighted toyworld families, e.g. {borderline: 30}: more borderline

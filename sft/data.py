@@ -2,11 +2,13 @@
 
 Pipeline (each step a small function):
 
-1. `load_conversations`: rows from toyworld, a local JSONL file (with line numbers),
-   or any other source through `core.data.load_sft` (JSON/Parquet/CSV, hub
-   datasets, adapters). Malformed rows (no `messages`, a message without a
-   `role`/`content` string, an unknown role) are a `DataError` naming the file,
-   the line and the field: that is broken input, not a bad example.
+1. `load_conversations`: rows from toyworld, or from any file, folder or hub
+   dataset through `core.data` (format detected from the first row for every file
+   type, or named by `data.adapter`: chat `messages`, prompt/completion, HH-RLHF,
+   TRL implicit-prompt pairs, ...). Malformed rows (broken JSON, a message without
+   a `role`/`content` string, an unknown role) are a `DataError` naming the file,
+   the line and the field: that is broken input, not a bad example; with
+   `data.on_bad: skip` they are left out, counted and listed in the report.
 2. `prepare_examples`: tokenizes every conversation with
    `core.chat.tokenize_conversation` (labels -100 everywhere but the learned
    answers and their end-of-turn token) and sorts out the examples that cannot
@@ -15,7 +17,8 @@ Pipeline (each step a small function):
    or no learned token at all. Each reason is counted with its first offending
    row; with `on_bad_example: error` the first one is a `DataError`.
 3. The `DataReport` goes to the log, `data_report.json`, the manifest and
-   `metrics.jsonl` (see `sft.train`).
+   `metrics.jsonl` (see `sft.train`): unlearnable examples by reason, and per source
+   (`sources`) the rows read, loaded and left out as unreadable, the first ones named.
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ class DataReport:
     max_tokens: int = 0
     max_length: int = 0
     learn: str = "all"
+    adapter: str = ""  # the format the source was read as
+    n_bad_rows: int = 0  # rows left out as unreadable (data.on_bad=skip), see `sources`
+    sources: list[dict] = field(default_factory=list)  # core.data LoadReport per source
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,6 +74,7 @@ class DataReport:
             "data/n_rows": self.n_rows,
             "data/n_kept": self.n_kept,
             "data/n_skipped": self.n_skipped,
+            "data/n_bad_rows": self.n_bad_rows,
             "data/n_tokens": self.n_tokens,
             "data/n_learned_tokens": self.n_learned_tokens,
         }
@@ -76,6 +83,9 @@ class DataReport:
 
     def summary(self) -> str:
         text = f"{self.source}: {self.n_rows} conversations, {self.n_kept} kept, {self.n_skipped} skipped"
+        if self.n_bad_rows:
+            first = next((s["first_skipped"] for s in self.sources if s.get("first_skipped")), None)
+            text += f"; {self.n_bad_rows} unreadable rows left out (first: {first})"
         for reason, bad in self.bad.items():
             if bad.count:
                 text += f"; {reason}: {bad.count} (first: {bad.first}: {bad.detail})"
@@ -98,31 +108,35 @@ def validate_messages(messages: object, path: object = None, line: int | None = 
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
-def load_conversations(source: str, adapter: str | None = None, toyworld_n: int = 300, toyworld_seed: int = 0) -> list[Conversation]:
+def load_conversations(
+    source: str,
+    adapter: str | None = None,
+    toyworld_n: int = 300,
+    toyworld_seed: int = 0,
+    *,
+    split: str = "train",
+    on_bad: str = "error",
+    limit: int | None = None,
+    report=None,
+) -> list[Conversation]:
+    """Conversations of `source` (`toyworld`, a file, a folder or a hub dataset), each with
+    its `file:line` (or `file:row N`). `report` (a `core.data.LoadReport`) gets the format
+    read and the rows left out with `on_bad="skip"`. A format that cannot be detected is
+    an error naming the file, the fields seen and `data.adapter` with the adapters there are."""
     if source == "toyworld":
         from toyworld.world import build_sft_examples
 
         rows = build_sft_examples("train", toyworld_n, toyworld_seed)
-        return [Conversation(validate_messages(row["messages"], "toyworld", i), f"toyworld[{i}]") for i, row in enumerate(rows)]
-    path = Path(source).expanduser()
-    if path.suffix == ".jsonl" and adapter is None and path.is_file():
-        from core.io import iter_jsonl
-
-        conversations = []
-        for line, row in iter_jsonl(path):
-            if "messages" not in row:
-                raise DataError("missing field", path=path, line=line, field="messages")
-            conversations.append(Conversation(validate_messages(row["messages"], path, line), f"{path}:{line}"))
-        if not conversations:
-            raise DataError("no conversations in the file", path=path)
+        conversations = [Conversation(validate_messages(row["messages"], "toyworld", i), f"toyworld[{i}]") for i, row in enumerate(rows)]
+        conversations = conversations if limit is None else conversations[:limit]
+        if report is not None:
+            report.source, report.adapter = "toyworld", "toyworld"
+            report.n_records = report.n_read = report.n_loaded = len(conversations)
         return conversations
-    # Other formats, hub datasets and adapters: the shared loader (it validates the schema).
-    try:
-        from core.data import load_sft
-    except ImportError as exc:  # pragma: no cover - core.data is part of the package
-        raise DataError(f"cannot read {source}: core.data is not available ({exc})") from None
-    rows = load_sft(source, adapter=adapter)
-    return [Conversation(validate_messages(row["messages"], source, None), f"{source}[row {i}]") for i, row in enumerate(rows)]
+    from core.data import located_sft
+
+    rows = located_sft(source, adapter, split=split, on_bad=on_bad, limit=limit, adapter_key="data.adapter", report=report)
+    return [Conversation(row["messages"], str(location)) for location, row in rows]
 
 
 # ---------------------------------------------------------------- 2. checking and tokenizing
@@ -215,9 +229,15 @@ def build_sft_dataset(config, tokenizer, train_path: str | None = None) -> tuple
 
     `train_path` replaces `data.train` (the stage passes the JSONL file it wrote the
     toyworld demonstrations to)."""
+    from core.data import LoadReport
+
     data = config.data
-    conversations = load_conversations(train_path or data.train, data.adapter, data.toyworld_n, data.toyworld_seed)
-    return prepare_examples(
+    load_report = LoadReport()
+    conversations = load_conversations(
+        train_path or data.train, data.adapter, data.toyworld_n, data.toyworld_seed,
+        split=data.split, on_bad=data.on_bad, limit=data.limit, report=load_report,
+    )
+    examples, report = prepare_examples(
         conversations,
         tokenizer,
         max_length=config.training.max_length,
@@ -226,3 +246,5 @@ def build_sft_dataset(config, tokenizer, train_path: str | None = None) -> tuple
         source=data.train,
         max_examples=data.max_examples,
     )
+    report.adapter, report.n_bad_rows, report.sources = load_report.adapter, load_report.n_skipped, [load_report.to_dict()]
+    return examples, report
