@@ -34,6 +34,10 @@ class ModelLoadError(RLHFError):
     """A model name or folder cannot be loaded as asked."""
 
 
+class HubUnreachableError(ModelLoadError):
+    """A hub id was given, the hub did not answer within seconds, and no cached copy exists."""
+
+
 class NumericError(RLHFError):
     """A NaN or inf appeared in a reward, loss or gradient."""
 

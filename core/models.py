@@ -30,6 +30,7 @@ import torch
 from core.config import StrictModel
 from core.diskspace import ensure_free_space, folder_bytes, tensor_bytes
 from core.errors import ModelLoadError
+from core.model_paths import check_model_folder, check_policy_path, hub_source, looks_like_path
 
 EMBEDDED_PREFIX = "embedded:"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -139,7 +140,14 @@ EMBEDDED_BUILDERS = {"smollm2-135m": _convert_smollm2, "tiny-llama": _build_tiny
 
 
 def resolve_model_path(name: str) -> Path | str:
-    """A local folder for embedded names and paths; a hub id is returned unchanged."""
+    """A local folder for embedded names and paths; a hub id is returned unchanged.
+
+    A local folder must hold config.json and complete weights (checked from the
+    file headers, `core.model_paths.check_model_folder`); its kind is the caller's
+    to check (`check_policy_path`, `check_reward_model_path`). A hub id comes back
+    as its cached snapshot folder when HF_HUB_OFFLINE is set or the hub does not
+    answer (`core.model_paths.hub_source`).
+    """
     if name.startswith(EMBEDDED_PREFIX):
         key = name[len(EMBEDDED_PREFIX):]
         if key not in EMBEDDED_BUILDERS:
@@ -150,12 +158,13 @@ def resolve_model_path(name: str) -> Path | str:
         return target
     path = Path(name).expanduser()
     if path.exists():
-        if not (path / "config.json").is_file():
-            raise ModelLoadError(f"{path} is not a model folder (no config.json)")
+        check_model_folder(path)  # config.json and complete weights, any kind of model
         return path
-    if name.count("/") == 1 and not name.startswith((".", "/")):
-        return name  # a hub id; loading it needs network access
-    raise ModelLoadError(f"model '{name}' is neither an embedded name, a local folder, nor a hub id")
+    if not looks_like_path(name):
+        # A hub id: its cached copy when the hub is off or down, an error within seconds
+        # when it is down and nothing is cached (not a minute of retries in from_pretrained).
+        return hub_source(name)
+    raise ModelLoadError(f"no such folder: {name} (it is neither an embedded name, a local folder, nor a hub id)")
 
 
 def torch_dtype(dtype: str) -> torch.dtype | str:
@@ -207,6 +216,7 @@ def load_causal_lm(
     """Load a causal LM (optionally wrapped with a fresh LoRA adapter) in eval mode."""
     from transformers import AutoModelForCausalLM
 
+    check_policy_path(name)  # a reward model, a stage folder, an adapter or a corrupt file: one line, before loading
     source = resolve_model_path(name)
     _check_safe_weights(source, allow_pickle_weights)
     try:
@@ -232,6 +242,7 @@ def apply_lora(model, lora: LoraSettings, task_type: str):
 
 
 def load_model_and_tokenizer(name: str, dtype: str = "float32", device: str = "cpu", lora: LoraSettings | None = None, trust_remote_code: bool = False):
+    check_policy_path(name)
     tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code)
     model = load_causal_lm(name, dtype=dtype, device=device, lora=lora, trust_remote_code=trust_remote_code)
     if model.generation_config.pad_token_id is None:

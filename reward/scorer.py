@@ -20,7 +20,6 @@ the same position, because both go through this module.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,25 +64,12 @@ def pad_right(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
 
 
 def check_reward_model_folder(path: str | os.PathLike) -> Path:
-    """The folder, if it holds a one-output sequence-classification model; else ModelLoadError."""
-    folder = Path(path).expanduser()
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise ModelLoadError(f"{folder} is not a reward-model folder (no config.json)")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"{config_file}: not valid JSON ({exc})") from None
-    architectures = config.get("architectures") or []
-    if not any(name.endswith("ForSequenceClassification") for name in architectures):
-        raise ModelLoadError(
-            f"{folder} holds {', '.join(architectures) or 'an unknown architecture'}, not a reward model "
-            "(a *ForSequenceClassification model with one output); train one with `rlhf reward train`"
-        )
-    num_labels = len(config.get("id2label") or {}) or config.get("num_labels", 2)
-    if num_labels != 1:
-        raise ModelLoadError(f"{folder}: the classification head has {num_labels} outputs; a reward model has exactly 1")
-    return folder
+    """The folder, if it holds a one-output sequence-classification model with complete
+    weights; else a one-line ModelLoadError naming it (and the right folder where there
+    is one). The same check as `core.model_paths.check_reward_model_path`."""
+    from core.model_paths import check_reward_model_path
+
+    return check_reward_model_path(path)
 
 
 class RewardScorer:
