@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("pipelines.cli", "run a whole pipeline YAML (SFT, RMs, versions V1..Vn, GAtt), resumable"),
     "report": ("pipelines.report", "draw a run's curves as PNG files and one HTML page"),
     "eval": ("pipelines.evaluate", "public benchmarks (XSTest) and held-out toyworld evaluation of a model"),
+    "data": ("core.data.inspect", "`data inspect FILE`: format, counts by category and rating, lengths, bad rows"),
     "toyworld": ("toyworld.__main__", "export the embedded task world as JSONL"),
 }
 

@@ -11,19 +11,39 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import model_validator
+
 from core.config import StrictModel
+from core.data.sources import PreferenceSourceKeys
 from core.models import LoraSettings
 
 Kind = Literal["helpfulness", "safety"]
 Rating = Literal["significantly_better", "better", "slightly_better", "negligibly_better"]
 
 
-class DataSource(StrictModel):
-    """One source of preference pairs: `toyworld`, a local file, or a hub dataset name."""
+class DataSource(PreferenceSourceKeys):
+    """One source of preference pairs: `toyworld`, a local file or folder, or a hub dataset name.
+
+    The keys of how to read it are the ones every stage shares (`core.data.sources`):
+    `adapter` (format, detected when unset: plain, hh-rlhf, pku-saferlhf, ultrafeedback,
+    implicit-prompt, canonical), `split`, `category` (for pairs that carry none; beats
+    HH-RLHF's file-name guess), `default_rating` (unrated pairs; unset: the config's
+    `default_rating`), `rating_thresholds` (score gaps of scored data), `on_bad`
+    (`error`, or `skip`: bad rows left out, counted and listed in the stage folder's
+    `data_report.json`) and `limit` (at most this many pairs, the first ones).
+    toyworld takes only `limit`.
+    """
 
     source: str = "toyworld"
-    adapter: str | None = None  # e.g. hh-rlhf, pku-saferlhf (core.data's registry)
-    limit: int | None = None  # at most this many pairs from this source (first ones)
+
+    @model_validator(mode="after")
+    def _toyworld_takes_only_limit(self) -> DataSource:
+        if self.source == "toyworld":
+            file_keys = sorted(set(self.model_fields_set) - {"source", "limit"})
+            set_keys = [key for key in file_keys if getattr(self, key) != PreferenceSourceKeys.model_fields[key].default]
+            if set_keys:
+                raise ValueError(f"source toyworld takes only 'limit' (the other keys are for files and hub datasets), got: {', '.join(set_keys)}")
+        return self
 
 
 class DataMix(StrictModel):

@@ -33,21 +33,31 @@ from reward.config import RewardConfig
 STAGE = "reward"
 
 
-def load_pairs(config: RewardConfig, split: str = "train") -> list[dict]:
-    """All preference pairs of the configured sources (toyworld: the `train` split)."""
+def load_pairs(config: RewardConfig, split: str = "train", reports: list | None = None) -> list[dict]:
+    """All preference pairs of the configured sources (toyworld: the `split` split).
+
+    A file or hub source is read with its own keys (adapter, split, category,
+    default_rating, rating_thresholds, on_bad, limit; `core.data.sources`). `reports`,
+    when given, gets one `core.data.LoadReport` per source: rows read, loaded, and the
+    bad ones `on_bad: skip` left out, which `run` writes to `data_report.json`."""
+    from core.data import LoadReport, load_source
+
     pairs: list[dict] = []
-    for source in config.data:
+    for index, source in enumerate(config.data):
+        report = LoadReport(source=source.source)
         if source.source == "toyworld":
             from toyworld.world import build_preference_pairs
 
             n = config.toyworld_pairs if source.limit is None else min(source.limit, config.toyworld_pairs)
             rows = build_preference_pairs(split, n, config.seed)
+            report.adapter, report.n_records = "toyworld", len(rows)
+            report.n_read = report.n_loaded = len(rows)
         else:
-            from core.data import load_preferences
-
-            rows = load_preferences(source.source, adapter=source.adapter, default_rating=config.default_rating)
-            if source.limit is not None:
-                rows = rows[: source.limit]
+            located = load_source("preferences", source.source, source, report=report,
+                                  adapter_key=f"data[{index}].adapter", default_rating=config.default_rating)
+            rows = [row for _, row in located]
+        if reports is not None:
+            reports.append(report)
         pairs.extend(rows)
     return pairs
 
@@ -220,7 +230,8 @@ def run(config: RewardConfig) -> Path:
     #    before the run folder is touched: bad input leaves it as it was.
     tokenizer = load_tokenizer(config.init_model, chat_template=config.chat_template)
     tokenizer.padding_side = "right"  # the collator and the scorer pad on the right
-    pairs = load_pairs(config)
+    load_reports: list = []
+    pairs = load_pairs(config, reports=load_reports)
     if not pairs:
         raise DataError("no preference pairs in the configured data sources", field="data")
     mixed = mix_pairs(pairs, config.kind, config.mix.helpfulness_other_ratio, config.mix.safety_main_fraction, config.seed)
@@ -240,7 +251,16 @@ def run(config: RewardConfig) -> Path:
         active = stage if state.is_main_process else None
         if state.is_main_process:
             print(f"[reward] {config.kind} RM: {len(rows)} pairs {mix_summary(mixed)}, {overlong} overlong left out, margin={config.margin}")
-            active.extra["data"] = {"loaded": len(pairs), "mix": mix_summary(mixed), "trained": len(rows), "overlong": overlong}
+            active.extra["data"] = {"loaded": len(pairs), "mix": mix_summary(mixed), "trained": len(rows), "overlong": overlong,
+                                    "bad_rows_skipped": sum(r.n_skipped for r in load_reports)}
+            # what each source gave and the bad rows `on_bad: skip` left out (file, line, reason)
+            from core.data import write_data_report
+
+            active.add_output("data_report", write_data_report(out, load_reports))
+            for report in load_reports:
+                if report.n_skipped:
+                    print(f"[reward] {report.source}: {report.n_skipped} bad rows left out (on_bad=skip), first: "
+                          f"{report.first_skipped}; listed in {out / 'data_report.json'}")
         train_dataset = Dataset.from_list(rows)
 
         # 3. model: scalar head on the SFT checkpoint; pad id set for the head. Seeded here:

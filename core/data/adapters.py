@@ -495,7 +495,10 @@ def looks_canonical(kind: str, record: dict) -> bool:
     strict schema, unknown keys refused); records with extra keys go to the lenient `plain`."""
     keys = set(record)
     fields = CANONICAL_MODELS[kind].model_fields
-    return {name for name, info in fields.items() if info.is_required()} <= keys <= set(fields)
+    conversation = record.get("prompt" if kind == "preferences" else "messages")
+    required_keys = {name for name, info in fields.items() if info.is_required()}
+    # a prompt given as text is the lenient `plain` format, even with the schema's keys
+    return required_keys <= keys <= set(fields) and isinstance(conversation, list)
 
 
 def looks_pku(kind: str, record: dict) -> bool:
