@@ -4,10 +4,10 @@ Every loader reads the records (`load_records`), converts them with the named or
 detected adapter, and checks each result against the strict schema. A bad record
 raises `DataError` (`file, line N, field 'x': what is wrong`) unless
 `on_bad="skip"`, which leaves it out and counts it in the `LoadReport` (and logs
-a warning with the first one): nothing is dropped silently. With `on_bad="skip"`
-a line of a JSON-lines file that is not a JSON object (broken JSON, bad UTF-8) is
-a bad record too; every other file-level problem (no such file, a malformed JSON
-list or CSV, a format that cannot be told) always raises.
+a warning with the first one): nothing is dropped silently. A line of a JSON-lines
+file that is not a JSON object (broken JSON, bad UTF-8) is a bad record too, raised
+or skipped in file order like the others; every other file-level problem (no such
+file, a malformed JSON list or CSV, a format that cannot be told) always raises.
 
 `limit` keeps the first N canonical rows of a source: records after them are not
 converted, so a bad record past the limit neither stops nor counts.
@@ -142,11 +142,13 @@ def load_located(
         raise ConfigError(f"on_bad must be 'error' or 'skip', got {on_bad!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ConfigError(f"limit must be a positive integer or null, got {limit!r}")
-    bad_lines: list[DataError] | None = [] if on_bad == "skip" else None
+    bad_lines: list[DataError] = []  # broken JSON lines: raised or skipped in file order below
     records = load_records(source, split, bad_lines)
-    unreadable = sorted(bad_lines or [], key=lambda error: error.line or 0)
+    unreadable = sorted(bad_lines, key=lambda error: error.line or 0)
     report.source, report.n_records = str(source), len(records) + len(unreadable)
     report.limit = limit
+    if unreadable and on_bad == "error" and (not records or unreadable[0].line < (records[0][0].line or 0)):
+        raise unreadable[0]  # the first bad line comes before any record
     if not records:
         if unreadable:
             raise DataError(
@@ -161,7 +163,7 @@ def load_located(
             break
         while unreadable and (unreadable[0].line or 0) < (location.line or 0):
             report.n_read += 1
-            report.skip(unreadable.pop(0))  # a broken line before this record, in file order
+            reject(unreadable.pop(0), on_bad, report)  # a broken line before this record
         report.n_read += 1
         try:
             converted = [check(row) for row in convert(record, index, options)]
@@ -172,7 +174,7 @@ def load_located(
     else:
         for error in unreadable:  # broken lines after the last record
             report.n_read += 1
-            report.skip(error)
+            reject(error, on_bad, report)
     return rows if limit is None else rows[:limit]
 
 
