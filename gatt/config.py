@@ -12,24 +12,55 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from core.config import StrictModel
 from core.generation import SamplingConfig
 from core.models import DType, LoraSettings
 from sft.config import FamilyWeights, TrainingSection
 
-Kind = Literal["hobby", "language", "figure", "upper", "end_marker", "prefix", "max_words"]
+# An instruction kind: toyworld's seven (hobby, language, figure, upper, end_marker, prefix,
+# max_words) or whatever a user's library names; checked against the library in use.
+Kind = str
 Position = Literal["first_user", "system"]
 
 
 class InstructionsSection(StrictModel):
-    """Which instructions of the library (`toyworld.gatt_instructions`) to use."""
+    """Which instruction library, and which of its instructions, to use.
 
+    `source`: "toyworld" (the embedded library, `toyworld.gatt_instructions`) or a
+    JSONL file, one instruction a line (`{"text", "kind", "short"?, "check"?,
+    "split"?: train|heldout}`; see `gatt.instructions` and `gatt.checks`).
+    Synthesis uses its `train` lines; evaluation uses `heldout_source` (every line
+    of that file, or toyworld's held-out split), else `source`'s `heldout` lines.
+    """
+
+    source: str = "toyworld"
+    heldout_source: str | None = None
     kinds: list[Kind] | None = None  # None: every kind; else only instructions made of these kinds
-    n_combined: int = 0  # random two-kind combinations added to the single instructions
+    n_combined: int = Field(default=0, ge=0)  # random two-kind combinations added to the single instructions
     seed: int = 0
-    short_probability: float = 0.3  # how often the trained turn-1 instruction is the short form
+    short_probability: float = Field(default=0.3, ge=0.0, le=1.0)  # how often the trained turn-1 instruction is the short form
+
+    @field_validator("source", "heldout_source")
+    @classmethod
+    def _source_named(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("expected 'toyworld' or the path of a JSONL instruction library")
+        return value
+
+    @field_validator("kinds")
+    @classmethod
+    def _toyworld_kinds(cls, kinds: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        """toyworld's kinds are known here; a file's are checked when it is read
+        (`gatt.instructions.select_instructions`, before the run folder is touched)."""
+        if kinds is not None and info.data.get("source") == "toyworld":
+            from toyworld.gatt_instructions import KINDS
+
+            unknown = sorted(set(kinds) - set(KINDS))
+            if unknown:
+                raise ValueError(f"unknown instruction kinds {unknown} (toyworld's: {', '.join(KINDS)})")
+        return kinds
 
 
 class DialoguesSection(StrictModel):

@@ -19,7 +19,7 @@ import logging
 from pathlib import Path
 
 from core.config import config_to_dict
-from core.errors import RLHFError
+from core.errors import ConfigError, RLHFError
 from core.io import atomic_write_json, write_jsonl
 from core.models import load_causal_lm, load_tokenizer
 from core.run import StageRun
@@ -43,6 +43,7 @@ def stage_inputs(config: GattConfig) -> dict:
     for name, source in (("dialogues", config.dialogues.source), ("eval_dialogues", config.eval.dialogues_source)):
         if source != "toyworld":
             inputs[name] = source
+    inputs.update(instruction_files(config))
     for name in ("helpfulness_rm", "safety_rm"):
         if getattr(config.synthesis.ranking, name):
             inputs[name] = getattr(config.synthesis.ranking, name)
@@ -52,7 +53,35 @@ def stage_inputs(config: GattConfig) -> dict:
 def synthesis_key(config: GattConfig) -> dict:
     """What the synthesised data depends on (a resumed run reuses the data when it matches)."""
     full = config_to_dict(config)
-    return {key: full[key] for key in ("model", "dtype", "chat_template", "instructions", "dialogues", "synthesis", "seed")}
+    key = {key: full[key] for key in ("model", "dtype", "chat_template", "instructions", "dialogues", "synthesis", "seed")}
+    files = instruction_files(config)
+    if files:  # an edited instruction file is new data
+        from core.run import hash_inputs
+
+        key["instruction_files"] = hash_inputs(files)
+    return key
+
+
+def instruction_files(config: GattConfig) -> dict[str, str]:
+    """The instruction library files the config names (none for toyworld's library)."""
+    ins = config.instructions
+    files = {"instructions": ins.source, "heldout_instructions": ins.heldout_source}
+    return {name: path for name, path in files.items() if path not in (None, "toyworld")}
+
+
+def train_instructions(config: GattConfig) -> list:
+    """The library's train instructions (toyworld's or the user's file), kinds and combinations applied."""
+    ins = config.instructions
+    return select_instructions("train", ins.seed, ins.n_combined, ins.kinds, source=ins.source, heldout_source=ins.heldout_source)
+
+
+def heldout_instructions(config: GattConfig) -> list:
+    """The held-out instructions that evaluation deals to held-out dialogues."""
+    e, ins = config.eval, config.instructions
+    return select_instructions(
+        "heldout", e.seed, e.n_combined, config.eval_kinds, source=ins.source, heldout_source=ins.heldout_source,
+        key="eval.kinds" if e.kinds is not None else "instructions.kinds",
+    )
 
 
 def load_policy(name: str, config: GattConfig):
@@ -66,7 +95,7 @@ def load_policy(name: str, config: GattConfig):
 def synthesize_data(config: GattConfig, model, tokenizer, out_path: Path) -> dict:
     """Steps 2-3: train-split instructions and dialogues -> learn-last SFT rows at `out_path`."""
     ins = config.instructions
-    instructions = select_instructions("train", ins.seed, ins.n_combined, ins.kinds)
+    instructions = train_instructions(config)
     d = config.dialogues
     dialogues, too_short = load_dialogues(d.source, "train", d.n, d.n_turns, d.seed)
     dealt = assign_instructions(instructions, len(dialogues), config.seed)
@@ -75,7 +104,8 @@ def synthesize_data(config: GattConfig, model, tokenizer, out_path: Path) -> dic
         model, tokenizer, dialogues, dealt, config.synthesis, ranker,
         seed=config.seed, short_probability=ins.short_probability, progress=config.progress,
     )
-    stats_dict = stats.to_dict() | {"dialogues_too_short": too_short, "n_instructions": len(instructions)}
+    stats_dict = stats.to_dict() | {"dialogues_too_short": too_short, "n_instructions": len(instructions),
+                                    "unchecked_instructions": sorted(i.id for i in instructions if not i.checked)}
     write_jsonl(out_path, records)
     log.info("GAtt synthesis: %s", stats.summary())
     return stats_dict
@@ -113,7 +143,7 @@ def training_data(config: GattConfig, data_path: Path, out_path: Path) -> tuple[
 def eval_cases(config: GattConfig):
     """Held-out instructions (same kinds, other values) dealt to held-out dialogues."""
     e = config.eval
-    instructions = select_instructions("heldout", e.seed, e.n_combined, config.eval_kinds)
+    instructions = heldout_instructions(config)
     dialogues, _ = load_dialogues(e.dialogues_source, "heldout", e.n_dialogues, e.n_turns, e.seed)
     return make_cases(dialogues, instructions, e.seed)
 
@@ -123,6 +153,15 @@ def check_inputs(config: GattConfig) -> None:
     chat template, the dialogue files (every record is checked), the ranking reward models."""
     load_tokenizer(config.model, chat_template=config.chat_template)
     d, e = config.dialogues, config.eval
+    instructions = train_instructions(config)
+    if config.synthesis.repair == "apply":
+        from gatt.instructions import repairable
+
+        fixed = [ins.id for ins in instructions if not repairable(ins)]
+        if fixed:
+            raise ConfigError(f"synthesis.repair=apply: no rewrite for instructions {fixed[:5]} (regex, language and callable checks need a \"repair\" in the library line)")
+    if e.enabled:
+        heldout_instructions(config)
     load_dialogues(d.source, "train", d.n, d.n_turns, d.seed)
     if e.enabled:
         load_dialogues(e.dialogues_source, "heldout", e.n_dialogues, e.n_turns, e.seed)
