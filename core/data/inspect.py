@@ -20,7 +20,9 @@ Steps, each a small function: `choose_kind` -> `load_for_inspection` -> `summari
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import math
 import sys
 from collections import Counter
@@ -228,13 +230,26 @@ def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
+@contextlib.contextmanager
+def quiet_loader_log():
+    """The loaders log a summary line with the first bad row; the inspection prints them all."""
+    logger = logging.getLogger("core.data")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def inspect_command(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise DataError(f"--limit must be a positive integer, got {args.limit}")
-    summary = summarize(
-        args.source, args.kind, args.adapter,
-        category=args.category, limit=args.limit, split=args.split, tokenizer=args.tokenizer,
-    )
+    with quiet_loader_log():
+        summary = summarize(
+            args.source, args.kind, args.adapter,
+            category=args.category, limit=args.limit, split=args.split, tokenizer=args.tokenizer,
+        )
     print(json.dumps(summary, indent=2, ensure_ascii=False) if args.json else format_summary(summary))
     return 0
 
