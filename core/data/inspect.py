@@ -83,7 +83,9 @@ def length_table(kind: str, rows: list[dict], measure: Callable[[str], int]) -> 
 def counts(rows: list[dict], key: str, order: Sequence[str]) -> dict[str, int]:
     """How many rows have each value of `key`, in `order` (values outside it last)."""
     found = Counter(row[key] for row in rows if key in row)
-    return {value: found[value] for value in [*order, *sorted(set(found) - set(order))] if found[value]}
+    return {
+        value: found[value] for value in [*order, *sorted(set(found) - set(order))] if found[value]
+    }
 
 
 # ---------------------------------------------------------------- 2. reading
@@ -119,7 +121,13 @@ def load_for_inspection(
     report: LoadReport,
 ) -> list[dict]:
     """Every usable row of `kind`, bad ones counted in `report` (always `on_bad="skip"`)."""
-    keys: dict = {"split": split, "on_bad": "skip", "limit": limit, "adapter_key": "--adapter", "report": report}
+    keys: dict = {
+        "split": split,
+        "on_bad": "skip",
+        "limit": limit,
+        "adapter_key": "--adapter",
+        "report": report,
+    }
     if kind == "sft":
         keys["require_answer"] = True  # what SFT would count as a bad example is shown as one
     else:
@@ -134,7 +142,9 @@ def token_counter(tokenizer_name: str | None) -> tuple[Callable[[str], int], str
     from core.models import load_tokenizer
 
     tokenizer = load_tokenizer(tokenizer_name)
-    return (lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])), f"tokens of {tokenizer_name}"
+    return (
+        lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    ), f"tokens of {tokenizer_name}"
 
 
 # ---------------------------------------------------------------- 3. summary
@@ -220,13 +230,34 @@ def format_summary(summary: dict) -> str:
 
 # ---------------------------------------------------------------- 4. command line
 def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", metavar="FILE", help="a file (.jsonl, .jsonl.gz, .json, .parquet, .csv), a folder or a hub dataset name")
-    parser.add_argument("--kind", choices=KINDS, help="read as this kind (default: detected from the first record)")
-    parser.add_argument("--adapter", choices=list(ADAPTERS), help="read in this format (default: detected from the first record)")
-    parser.add_argument("--tokenizer", help="measure lengths in this tokenizer's tokens, e.g. embedded:tiny-llama (default: characters)")
-    parser.add_argument("--category", choices=CATEGORIES, help="the category of rows that carry none (as a source's `category` key)")
-    parser.add_argument("--limit", type=int, help="read only the first N rows (as a source's `limit` key)")
-    parser.add_argument("--split", default="train", help="split of a folder or hub dataset (default: train)")
+    parser.add_argument(
+        "source",
+        metavar="FILE",
+        help="a file (.jsonl, .jsonl.gz, .json, .parquet, .csv), a folder or a hub dataset name",
+    )
+    parser.add_argument(
+        "--kind", choices=KINDS, help="read as this kind (default: detected from the first record)"
+    )
+    parser.add_argument(
+        "--adapter",
+        choices=list(ADAPTERS),
+        help="read in this format (default: detected from the first record)",
+    )
+    parser.add_argument(
+        "--tokenizer",
+        help="measure lengths in this tokenizer's tokens, e.g. embedded:tiny-llama (default: characters)",
+    )
+    parser.add_argument(
+        "--category",
+        choices=CATEGORIES,
+        help="the category of rows that carry none (as a source's `category` key)",
+    )
+    parser.add_argument(
+        "--limit", type=int, help="read only the first N rows (as a source's `limit` key)"
+    )
+    parser.add_argument(
+        "--split", default="train", help="split of a folder or hub dataset (default: train)"
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
@@ -247,10 +278,17 @@ def inspect_command(args: argparse.Namespace) -> int:
         raise DataError(f"--limit must be a positive integer, got {args.limit}")
     with quiet_loader_log():
         summary = summarize(
-            args.source, args.kind, args.adapter,
-            category=args.category, limit=args.limit, split=args.split, tokenizer=args.tokenizer,
+            args.source,
+            args.kind,
+            args.adapter,
+            category=args.category,
+            limit=args.limit,
+            split=args.split,
+            tokenizer=args.tokenizer,
         )
-    print(json.dumps(summary, indent=2, ensure_ascii=False) if args.json else format_summary(summary))
+    print(
+        json.dumps(summary, indent=2, ensure_ascii=False) if args.json else format_summary(summary)
+    )
     return 0
 
 
@@ -259,7 +297,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from core.cli import run_guarded
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="rlhf data", description="Look at data files before a stage reads them.")
+    parser = argparse.ArgumentParser(
+        prog="rlhf data", description="Look at data files before a stage reads them."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     inspect = sub.add_parser(
         "inspect",

@@ -147,7 +147,11 @@ def load_located(
     unreadable = sorted(bad_lines, key=lambda error: error.line or 0)
     report.source, report.n_records = str(source), len(records) + len(unreadable)
     report.limit = limit
-    if unreadable and on_bad == "error" and (not records or unreadable[0].line < (records[0][0].line or 0)):
+    if (
+        unreadable
+        and on_bad == "error"
+        and (not records or unreadable[0].line < (records[0][0].line or 0))
+    ):
         raise unreadable[0]  # the first bad line comes before any record
     if not records:
         if unreadable:
@@ -269,7 +273,16 @@ def located_prompts(
     report = report if report is not None else LoadReport()
     options = AdapterOptions(category=category, source_name=str(source))
     rows = load_located(
-        "prompts", source, adapter, options, prompt_record, split, on_bad, report, limit, adapter_key
+        "prompts",
+        source,
+        adapter,
+        options,
+        prompt_record,
+        split,
+        on_bad,
+        report,
+        limit,
+        adapter_key,
     )
     rows = without_duplicate_ids(rows, on_bad, report)
     if max_prompt_chars is not None:

@@ -135,9 +135,7 @@ def parse_json_line(raw: str, path: Path, number: int) -> dict | None:
             f"malformed JSON ({exc.msg}, column {exc.colno})", path=path, line=number
         ) from None
     if not isinstance(obj, dict):
-        raise DataError(
-            f"expected a JSON object, got {type(obj).__name__}", path=path, line=number
-        )
+        raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=path, line=number)
     return obj
 
 
@@ -153,7 +151,9 @@ def read_json_lines(path: Path, bad_lines: list[DataError] | None = None) -> Rec
                 raise DataError(
                     f"not valid UTF-8 ({exc.reason} at byte {exc.start})", path=path, line=number
                 ) from None
-            obj = parse_json_line(line.removeprefix("\ufeff") if number == 1 else line, path, number)
+            obj = parse_json_line(
+                line.removeprefix("\ufeff") if number == 1 else line, path, number
+            )
         except DataError as error:
             if bad_lines is None:
                 raise
