@@ -12,7 +12,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -39,9 +39,14 @@ def safe_load_yaml(text: str) -> Any:
 
 
 class StrictModel(BaseModel):
-    """Base for every config: unknown keys forbidden, no silent type coercion, frozen."""
+    """Base for every config: unknown keys forbidden, no silent type coercion, frozen.
+
+    `renamed_keys` maps old dotted keys of a top-level config to the key that
+    replaced each: `validate_config` then fails with the new name, not "unknown key".
+    """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, validate_default=True)
+    renamed_keys: ClassVar[dict[str, str]] = {}
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -125,6 +130,10 @@ def _format_validation_error(exc: ValidationError, origin: str) -> str:
 
 
 def validate_config(cls: type[T], data: dict, origin: str = "config") -> T:
+    try:
+        reject_renamed(data, cls.renamed_keys)
+    except ValueError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
     # Validation in JSON mode keeps strictness ("3" is not an int) while accepting
     # what YAML can express (a list for a tuple, a string for a path).
     try:
@@ -151,3 +160,26 @@ def config_to_dict(config: BaseModel) -> dict:
 
 def dump_config(config: BaseModel) -> str:
     return yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True)
+
+
+def reject_renamed(data: Any, renames: dict[str, str]) -> Any:
+    """`data` unchanged, or ValueError naming every old dotted key in it and its new name.
+
+    Settings keep one key in every stage; a config written with an old spelling
+    fails with the key to use instead of "unknown key" (see `StrictModel.renamed_keys`).
+    """
+    if not isinstance(data, dict):
+        return data
+    found = []
+    for old, new in renames.items():
+        node: Any = data
+        for part in old.split("."):
+            node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
+        if node is not _MISSING:
+            found.append(f"key '{old}' is now '{new}'")
+    if found:
+        raise ValueError("; ".join(found))
+    return data
+
+
+_MISSING = object()

@@ -44,6 +44,8 @@ class GenerationBatch:
     response_ids:  (B, R) right-padded response tokens (pad after the end-of-turn token)
     response_mask: (B, R) 1 on response tokens up to and including the first end-of-turn
     texts:         B decoded responses without special tokens
+    finished:      (B,) bool, True where the response ended with an end-of-turn token
+                   (False: cut at max_new_tokens)
     """
 
     prompt_ids: torch.Tensor
@@ -51,6 +53,7 @@ class GenerationBatch:
     response_ids: torch.Tensor
     response_mask: torch.Tensor
     texts: list[str]
+    finished: torch.Tensor | None = None
 
 
 def response_mask_from_ids(response_ids: torch.Tensor, eos_token_id: int | list[int] | None) -> torch.Tensor:
@@ -137,10 +140,11 @@ def generate_batch(model, tokenizer, conversations: list[list[dict]], sampling: 
         use_cache=True,
     )
     response_ids = output[:, prompt_ids.shape[1]:]
+    finished = torch.isin(response_ids, torch.tensor(eos_ids, dtype=response_ids.dtype, device=response_ids.device)).any(dim=1)
     response_mask = response_mask_from_ids(response_ids, eos_ids)
     response_ids = torch.where(response_mask.bool(), response_ids, torch.full_like(response_ids, tokenizer.pad_token_id))
     decoded = tokenizer.batch_decode(response_ids, skip_special_tokens=True)
-    return GenerationBatch(prompt_ids, prompt_mask, response_ids, response_mask, [text.strip() for text in decoded])
+    return GenerationBatch(prompt_ids, prompt_mask, response_ids, response_mask, [text.strip() for text in decoded], finished.cpu())
 
 
 def generate(
@@ -150,13 +154,19 @@ def generate(
     sampling: SamplingConfig,
     progress: bool = True,
     description: str = "sampling",
-) -> list[str]:
-    """Sample one response per conversation; results come back in input order."""
+    with_finished: bool = False,
+) -> list[str] | tuple[list[str], list[bool]]:
+    """Sample one response per conversation; results come back in input order.
+
+    With `with_finished`, also whether each response ended with an end-of-turn
+    token (False: it was cut at `max_new_tokens`).
+    """
     if not conversations:
-        return []
+        return ([], []) if with_finished else []
     lengths = [len(render(tokenizer, messages, add_generation_prompt=True)) for messages in conversations]
     order = sorted(range(len(conversations)), key=lambda i: -lengths[i])
     results: list[str | None] = [None] * len(conversations)
+    finished = [False] * len(conversations)
     was_training = model.training
     model.eval()
     starts = range(0, len(order), sampling.batch_size)
@@ -164,8 +174,10 @@ def generate(
         for batch_index, start in enumerate(tqdm(starts, desc=description, disable=not progress, leave=False)):
             indices = order[start:start + sampling.batch_size]
             batch = generate_batch(model, tokenizer, [conversations[i] for i in indices], sampling, seed=sampling.seed + batch_index)
-            for i, text in zip(indices, batch.texts):
+            for i, text, done in zip(indices, batch.texts, batch.finished.tolist()):
                 results[i] = text
+                finished[i] = bool(done)
     finally:
         model.train(was_training)
-    return [text if text is not None else "" for text in results]
+    texts = [text if text is not None else "" for text in results]
+    return (texts, finished) if with_finished else texts

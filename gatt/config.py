@@ -10,13 +10,15 @@ instructions are of the same kinds with different values.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from core.config import StrictModel
+from core.evaluation import HeldoutEval
 from core.generation import SamplingConfig
 from core.models import DType, LoraSettings
+from reward.gated import RewardModelsSection
 from sft.config import FamilyWeights, TrainingSection
 
 # An instruction kind: toyworld's seven (hobby, language, figure, upper, end_marker, prefix,
@@ -73,21 +75,13 @@ class DialoguesSection(StrictModel):
 class RankingSection(StrictModel):
     """How the best adhering sample of K is chosen.
 
-    reward_model: Llama 2's gated reward (reward.combine.llama2_reward) from the two
-    RMs below; gold: toyworld's gold helpfulness judge; shortest: the shortest
-    answer (a length heuristic); first: the first adhering sample.
+    reward_model: Llama 2's gated reward from the stage's `reward_models` (the
+    gated scoring service); gold: toyworld's gold helpfulness judge (toyworld
+    dialogues only); shortest: the shortest answer (a length heuristic); first:
+    the first adhering sample.
     """
 
     by: Literal["reward_model", "gold", "shortest", "first"] = "gold"
-    helpfulness_rm: str | None = None
-    safety_rm: str | None = None
-    batch_size: int = 16
-
-    @model_validator(mode="after")
-    def _rms_given(self):
-        if self.by == "reward_model" and not (self.helpfulness_rm and self.safety_rm):
-            raise ValueError("ranking.by=reward_model needs ranking.helpfulness_rm and ranking.safety_rm")
-        return self
 
 
 class SynthesisSection(StrictModel):
@@ -138,13 +132,28 @@ class EvalSection(StrictModel):
     kinds: list[Kind] | None = None  # None: the same kinds as `instructions.kinds`
     instruction_position: Position | None = None  # None: the same as synthesis
     sampling: SamplingConfig = SamplingConfig(max_new_tokens=32, temperature=0.0, batch_size=16)
+    # The shared before/after evaluation of the policy on held-out prompts (core.evaluation),
+    # scored with `reward_models`; off by default (a pipeline evaluates every version itself).
+    policy: HeldoutEval = HeldoutEval(enabled=False)
+
+
+# Old spellings -> the keys every stage now shares (the error names the new one).
+GATT_RENAMED = {
+    "synthesis.ranking.helpfulness_rm": "reward_models.helpfulness",
+    "synthesis.ranking.safety_rm": "reward_models.safety",
+    "synthesis.ranking.batch_size": "reward_models.batch_size",
+}
 
 
 class GattConfig(StrictModel):
+    renamed_keys: ClassVar[dict[str, str]] = GATT_RENAMED
     model: str = "embedded:smollm2-135m"  # the current policy (the latest RLHF model in a pipeline)
     output_dir: str = "runs/gatt"
     dtype: DType = "float32"  # for sampling; training precision is finetune.training.dtype
-    device: str = "cpu"
+    device: str = "auto"  # cuda when there is a GPU, else cpu
+    # Both RMs and Llama 2's gate: rank samples (synthesis.ranking.by=reward_model) and
+    # score the shared before/after evaluation (eval.policy).
+    reward_models: RewardModelsSection = RewardModelsSection()
     chat_template: Literal["auto", "llama2", "require"] = "auto"
     instructions: InstructionsSection = InstructionsSection()
     dialogues: DialoguesSection = DialoguesSection()
@@ -154,6 +163,17 @@ class GattConfig(StrictModel):
     seed: int = 0
     tensorboard: bool = False
     progress: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> GattConfig:
+        from core.sources import is_toyworld
+
+        if self.synthesis.ranking.by == "reward_model":
+            self.reward_models.require("synthesis.ranking.by=reward_model")
+        if self.synthesis.ranking.by == "gold" and not is_toyworld(self.dialogues.source):
+            raise ValueError("synthesis.ranking.by=gold: gold judges exist only for toyworld dialogues; "
+                             "rank your own dialogues with by=reward_model (and reward_models) or shortest/first")
+        return self
 
     @property
     def eval_kinds(self) -> list[str] | None:

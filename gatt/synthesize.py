@@ -107,18 +107,15 @@ def turn_sampling(sampling: SamplingConfig, seed: int, turn: int) -> SamplingCon
 
 # ---------------------------------------------------------------- ranking
 class Ranker:
-    """Scores adhering candidates: higher is better."""
+    """Scores adhering candidates: higher is better (`synthesis.ranking.by`)."""
 
-    def __init__(self, ranking: RankingSection, device: str = "cpu"):
+    def __init__(self, ranking: RankingSection, reward_models=None, device: str | None = None):
         self.ranking = ranking
-        self.scorers = None
+        self.scorer = None
         if ranking.by == "reward_model":
-            from reward.scorer import RewardScorer
+            from reward.gated import GatedScorer
 
-            self.scorers = (
-                RewardScorer(ranking.helpfulness_rm, device=device, batch_size=ranking.batch_size),
-                RewardScorer(ranking.safety_rm, device=device, batch_size=ranking.batch_size),
-            )
+            self.scorer = GatedScorer(reward_models, device=device)
 
     def scores(self, prompts: list[list[dict]], responses: list[str], is_safety: list[bool]) -> list[float]:
         by = self.ranking.by
@@ -129,17 +126,12 @@ class Ranker:
         if by == "shortest":
             return [-float(len(response)) for response in responses]
         if by == "gold":
-            from toyworld import judges
+            from core.sources import TOYWORLD, gold_judge
 
-            return [judges.helpfulness(prompt, response) for prompt, response in zip(prompts, responses, strict=True)]
-        import torch
-
-        from reward.combine import llama2_reward
-
-        helpful, safety = self.scorers
-        return llama2_reward(
-            safety.score(prompts, responses).prob, helpful.score(prompts, responses).prob, torch.tensor(is_safety, dtype=torch.bool)
-        ).tolist()
+            judge = gold_judge(TOYWORLD)  # the config allows `gold` only with toyworld dialogues
+            return [judge.helpfulness(prompt, response) for prompt, response in zip(prompts, responses, strict=True)]
+        records = [{"messages": prompt, "category": "safety" if safe else "helpfulness"} for prompt, safe in zip(prompts, is_safety, strict=True)]
+        return self.scorer.score(records, responses, where="GAtt synthesis").reward.tolist()
 
 
 # ---------------------------------------------------------------- the loop

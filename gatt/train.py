@@ -19,6 +19,7 @@ import logging
 from pathlib import Path
 
 from core.config import config_to_dict
+from core.device import resolve_device
 from core.errors import ConfigError, RLHFError
 from core.io import atomic_write_json, write_jsonl
 from core.models import load_causal_lm, load_tokenizer
@@ -44,9 +45,9 @@ def stage_inputs(config: GattConfig) -> dict:
         if source != "toyworld":
             inputs[name] = source
     inputs.update(instruction_files(config))
-    for name in ("helpfulness_rm", "safety_rm"):
-        if getattr(config.synthesis.ranking, name):
-            inputs[name] = getattr(config.synthesis.ranking, name)
+    if config.synthesis.ranking.by == "reward_model" or (config.eval.policy.enabled and config.reward_models.configured):
+        inputs["helpfulness_rm"] = config.reward_models.helpfulness
+        inputs["safety_rm"] = config.reward_models.safety
     return inputs
 
 
@@ -86,7 +87,7 @@ def heldout_instructions(config: GattConfig) -> list:
 
 def load_policy(name: str, config: GattConfig):
     tokenizer = load_tokenizer(name, chat_template=config.chat_template)
-    model = load_causal_lm(name, dtype=config.dtype, device=config.device)
+    model = load_causal_lm(name, dtype=config.dtype, device=resolve_device(config.device))
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
@@ -99,7 +100,7 @@ def synthesize_data(config: GattConfig, model, tokenizer, out_path: Path) -> dic
     d = config.dialogues
     dialogues, too_short = load_dialogues(d.source, "train", d.n, d.n_turns, d.seed)
     dealt = assign_instructions(instructions, len(dialogues), config.seed)
-    ranker = Ranker(config.synthesis.ranking, device=config.device)
+    ranker = Ranker(config.synthesis.ranking, config.reward_models, device=resolve_device(config.device))
     records, stats = synthesize(
         model, tokenizer, dialogues, dealt, config.synthesis, ranker,
         seed=config.seed, short_probability=ins.short_probability, progress=config.progress,
@@ -165,15 +166,10 @@ def check_inputs(config: GattConfig) -> None:
     load_dialogues(d.source, "train", d.n, d.n_turns, d.seed)
     if e.enabled:
         load_dialogues(e.dialogues_source, "heldout", e.n_dialogues, e.n_turns, e.seed)
-    ranking = config.synthesis.ranking
-    if ranking.by == "reward_model":
-        from reward.scorer import check_reward_model_folder
+    if config.synthesis.ranking.by == "reward_model" or (config.eval.policy.enabled and config.reward_models.configured):
+        from reward.gated import check_reward_models
 
-        for key in ("helpfulness_rm", "safety_rm"):
-            try:
-                check_reward_model_folder(getattr(ranking, key))
-            except RLHFError as exc:
-                raise type(exc)(f"synthesis.ranking.{key}: {exc}") from None
+        check_reward_models(config.reward_models)
 
 
 # ---------------------------------------------------------------- the stage
@@ -228,7 +224,20 @@ def run(config: GattConfig) -> Path:
             for turn, gain in report.get("gain", {}).items():
                 run_.metrics.log(turn, **{"eval/before": report["table"]["before"][turn], "eval/after": report["table"]["after"][turn], "eval/gain": gain})
             log.info("GAtt adherence per turn (held-out instructions, instruction given once):\n%s", table_markdown(report))
-        # 6. Manifest: written by StageRun on leaving this block.
+        # 6. The shared before/after evaluation on held-out prompts (core.evaluation).
+        if config.eval.policy.enabled:
+            from core.evaluation import evaluate_models as evaluate_policies
+            from core.evaluation import format_table, save_evaluation
+
+            model = tokenizer = None  # free the sampler; the service loads each model itself
+            result = evaluate_policies({"before": config.model, "after": str(trained_dir)}, config.eval.policy, config.reward_models,
+                                       dtype=config.dtype, device=config.device, progress=config.progress)
+            save_evaluation(result, out, name="policy_eval")
+            run_.add_output("policy_eval", out / "policy_eval.json")
+            run_.extra["policy_eval"] = {"models": result["models"], "paired": result["paired"]}
+            log.info("GAtt: held-out evaluation of the policy:\n%s", format_table(result))
+        # 7. Manifest: written by StageRun on leaving this block.
+    print(f"gatt: model: {trained_dir}")
     return trained_dir
 
 

@@ -8,9 +8,9 @@ stays usable on its own. See `configs/pipelines/quickstart.yaml`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from core.config import StrictModel
 from core.generation import SamplingConfig
@@ -29,8 +29,9 @@ class VersionSpec(StrictModel):
     rejection_sampling: StageRef | None = None
     ppo: StageRef | None = None
     # Llama 2 refreshed its reward models with new preference data every version:
-    # sample the latest policy at two temperatures, label the pairs with toyworld's
-    # simulated annotators, retrain both RMs on the old data plus the new pairs.
+    # a new batch of pairs per version (`refresh`: a file of human labels, or the
+    # latest policy's samples labelled by a judge), then both RMs retrained on the
+    # original data plus every batch collected so far.
     refresh_reward_models: bool = False
 
 
@@ -52,10 +53,23 @@ class GattRef(StageRef):
 
 
 class RefreshSpec(StrictModel):
-    n_prompts: int = 200
+    """Where each version's new preference pairs come from (in this order):
+
+    pairs_files[version]: a file of pairs the user had labelled for that version
+        (any preference format `core.data` reads), used as it is;
+    judge: `module:function(prompts, responses_a, responses_b) -> list[dict | None]`,
+        called on two samples of the latest policy per prompt of `prompts`; each dict
+        is `{"chosen": "a"|"b", "rating": <4 levels>, "category": ...}` (None: no pair);
+    toyworld's simulated annotators, only when `prompts` is toyworld.
+    """
+
+    prompts: str = "toyworld"  # a prompt source for the sampled pairs (a file of prompt records, or toyworld)
+    pairs_files: dict[str, str] = {}  # {version name: pairs file}
+    judge: str | None = None  # "module:function"
+    n_prompts: int | None = Field(default=200, ge=1)
     temperatures: tuple[float, float] = (0.7, 1.2)  # two temperatures, as in the paper
     max_new_tokens: int = 40
-    noise: float = 0.08
+    noise: float = 0.08  # toyworld's annotators only
     batch_size: int = 16
     # Weights of the sampled model. The quickstart's collection (400 prompts x 2) took
     # 166 s in float32 at batch 16 and 70 s in bfloat16 at batch 64.
@@ -63,9 +77,13 @@ class RefreshSpec(StrictModel):
 
 
 class EvaluationSpec(StrictModel):
-    """The per-version table: gold scores on held-out toyworld prompts and XSTest."""
+    """The per-version table: the shared evaluation (core.evaluation) of every version's
+    model on the same held-out prompts, scored by the latest reward models, with paired
+    differences and the RM win rate against the SFT model; XSTest when given; toyworld's
+    gold scores only when the prompts are toyworld's."""
 
-    toyworld_prompts: int = 120
+    prompts: str = "toyworld"  # a prompt source: a file of held-out prompt records, or toyworld
+    n_prompts: int | None = Field(default=120, ge=1)
     xstest_data: str | None = "../shared/data/xstest/xstest_prompts.csv"  # None: skip XSTest
     xstest_limit: int | None = 90  # stratified subset (None: all 450)
     sampling: SamplingConfig = SamplingConfig(max_new_tokens=48, temperature=0.0, batch_size=16)
@@ -77,6 +95,8 @@ class EvaluationSpec(StrictModel):
 
 
 class PipelineConfig(StrictModel):
+    renamed_keys: ClassVar[dict[str, str]] = {"evaluation.toyworld_prompts": "evaluation.n_prompts (with evaluation.prompts: toyworld)"}
+
     run_dir: str
     base_model: str = "embedded:smollm2-135m"
     sft: StageRef
@@ -84,7 +104,7 @@ class PipelineConfig(StrictModel):
     versions: list[VersionSpec]
     gatt: GattRef | None = None
     # Train the first reward models also on pairs of the SFT model's own samples,
-    # labelled by toyworld's annotators (with `refresh`'s settings): RMs trained only
+    # labelled as `refresh` says (toyworld's annotators, a judge, or pairs_files["sft"]): RMs trained only
     # on the world's templated candidates score the policy's own off-template
     # answers badly (measured: best-of-8 by such RMs picked non-refusals on harmful prompts).
     reward_pairs_from_sft: bool = False
@@ -100,4 +120,13 @@ class PipelineConfig(StrictModel):
             raise ValueError(f"versions: names must be unique, got {names}")
         if self.gatt is not None and self.gatt.after not in names:
             raise ValueError(f"gatt.after: '{self.gatt.after}' is not one of the versions {names}")
+        unknown = sorted(set(self.refresh.pairs_files) - {*names, "sft"})
+        if unknown:
+            raise ValueError(f"refresh.pairs_files: {unknown} are not versions ({['sft', *names]})")
+        wanted = [v.name for v in self.versions if v.refresh_reward_models] + (["sft"] if self.reward_pairs_from_sft else [])
+        unlabelled = [name for name in wanted if name not in self.refresh.pairs_files]
+        if unlabelled and self.refresh.judge is None and self.refresh.prompts != "toyworld":
+            raise ValueError(
+                f"refresh: {', '.join(unlabelled)} need new pairs but refresh.prompts is not toyworld (whose simulated "
+                "annotators label pairs): give refresh.pairs_files for them or a refresh.judge callable")
         return self

@@ -8,9 +8,16 @@ sampling from the latest policy (best of K, pooled over all earlier versions'
 samples) and, where the YAML says so, PPO on top of that version's
 rejection-sampling checkpoint; GAtt after a chosen version. Optionally the RMs
 are refreshed between versions with new pairs labelled on the latest policy's
-samples. After SFT and every version the latest model is evaluated (gold scores
-on held-out toyworld prompts, XSTest) into `summary.json`; the report is drawn
-at the end.
+samples (pairs are accumulated over versions, never dropped). After SFT and every
+version the latest model is evaluated with the shared evaluation
+(`core.evaluation`: the latest RMs' gated reward, the win rate against the SFT
+model, refusal, length and truncation; XSTest when given; toyworld's gold scores
+only when the held-out prompts are toyworld's) into `summary.json`; the report is
+drawn at the end.
+
+Every stage gets the same reward-model section (`reward_models`) wired to the
+latest RMs. `rlhf run --check` builds every stage's config and checks every local
+path without loading a model or contacting the hub.
 
 Every stage writes its own folder under the run folder and skips itself when it
 is complete with the same config and inputs, or resumes from its checkpoint
@@ -23,19 +30,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import random
 import time
 from pathlib import Path
 from typing import Any
 
 from core.cli import run_guarded
 from core.config import StrictModel, deep_merge, load_config, read_yaml, validate_config
+from core.evaluation import HeldoutEval
 from core.generation import SamplingConfig
 from core.io import atomic_write_json, write_jsonl
 from core.models import DType
 from core.run import StageRun
 from pipelines.config import EvaluationSpec, PipelineConfig, RefreshSpec, StageRef
-from toyworld.annotators import HELPFULNESS_GUIDELINE_SHARE_OF_SAFETY_PROMPTS, guideline_for
 
 log = logging.getLogger("pipelines")
 
@@ -69,33 +75,50 @@ def stage_config(config_cls, ref: StageRef, wiring: dict[str, Any], where: str =
 class EvalStageConfig(StrictModel):
     version: str
     model: str
-    toyworld_prompts: int
+    start_model: str | None  # the model every row is compared with (the SFT model); None: this is it
+    start_samples: str | None = None  # the start's own eval_samples.jsonl: its answers, not made again
+    heldout: HeldoutEval
+    reward_models: dict[str, str] | None  # {"helpfulness", "safety"} of the latest RMs
     xstest_data: str | None
     xstest_limit: int | None
-    sampling: SamplingConfig
     dtype: DType = "float32"
-    seed: int = 0
 
 
 def evaluate_model(config: EvalStageConfig, out: Path) -> dict:
-    """Gold metrics on held-out toyworld prompts and XSTest refusal rates; one summary row."""
-    from core.models import load_model_and_tokenizer
-    from core.policy_eval import evaluate_policy
-    from pipelines.xstest import evaluate_model_on_xstest, load_xstest, stratified_subset
-    from toyworld.world import build_eval_prompts
+    """The shared evaluation of one version's model (and of the start, for paired
+    differences and the RM win rate) on the held-out prompts, XSTest refusal rates;
+    one summary row."""
+    from core.evaluation import evaluate_models, save_evaluation
+    from reward.gated import RewardModelsSection
 
-    run = StageRun(out, "eval", config, inputs={"model": config.model, "xstest": config.xstest_data})
+    run = StageRun(out, "eval", config, inputs={"model": config.model, "xstest": config.xstest_data,
+                                                **({"start_model": config.start_model} if config.start_model else {})})
     if run.is_complete():
         return json.loads((out / "eval.json").read_text())["row"]
     with run:
-        model, tokenizer = load_model_and_tokenizer(config.model, dtype=config.dtype)
-        prompts = build_eval_prompts(config.toyworld_prompts, seed=config.seed)
-        metrics, responses = evaluate_policy(model, tokenizer, prompts, config.sampling)
-        row = {"version": config.version, "model": config.model, **metrics}
-        result = {"toyworld": metrics}
+        models = {"start": config.start_model, config.version: config.model} if config.start_model else {config.version: config.model}
+        rms = RewardModelsSection(**config.reward_models) if config.reward_models else None
+        cached = {}
+        if config.start_model and config.start_samples and Path(config.start_samples).is_file():
+            cached["start"] = start_answers(Path(config.start_samples))
+        result = evaluate_models(models, config.heldout, rms, dtype=config.dtype, cached=cached)
+        summary = result["models"][config.version]
+        row = {"version": config.version, "model": config.model,
+               **{k: v for k, v in summary.items() if k != "model"}}
+        paired = result["paired"].get(config.version, {})
+        if "rm_win_rate" in paired:
+            row.update(rm_win_rate_vs_start=paired["rm_win_rate"]["rate"], rm_win_rate_vs_start_stderr=paired["rm_win_rate"]["stderr"])
+        for metric in ("rm_reward", "gold_combined"):
+            if metric in paired:
+                row[f"{metric}_diff_vs_start"] = paired[metric]["diff"]
+                row[f"{metric}_diff_vs_start_stderr"] = paired[metric]["diff_stderr"]
         if config.xstest_data:
+            from core.models import load_model_and_tokenizer
+            from pipelines.xstest import evaluate_model_on_xstest, load_xstest, stratified_subset
+
+            model, tokenizer = load_model_and_tokenizer(config.model, dtype=config.dtype)
             rows = stratified_subset(load_xstest(config.xstest_data), config.xstest_limit)
-            xstest = evaluate_model_on_xstest(model, tokenizer, rows, config.sampling)
+            xstest = evaluate_model_on_xstest(model, tokenizer, rows, config.heldout.sampling)
             result["xstest"] = xstest["rates"]
             write_jsonl(out / "xstest_samples.jsonl", xstest["samples"])
             row.update(
@@ -104,55 +127,109 @@ def evaluate_model(config: EvalStageConfig, out: Path) -> dict:
                 xstest_safe_full_refusal=xstest["rates"]["safe"]["full_refusal"],
                 xstest_safe_partial_refusal=xstest["rates"]["safe"]["partial_refusal"],
             )
-        write_jsonl(out / "toyworld_samples.jsonl", ({"id": p["id"], "kind": p.get("kind"), "prompt": p["messages"], "response": r} for p, r in zip(prompts, responses)))
-        atomic_write_json(out / "eval.json", {**result, "row": row})
+        result["row"] = row
+        save_evaluation(result, out)
         run.add_output("eval", out / "eval.json")
         run.metrics.log(0, **{k: v for k, v in row.items() if isinstance(v, (int, float))})
     return row
 
 
-# -- fresh preference pairs on the latest policy (Llama 2's weekly RM refresh) -------------
+def start_answers(samples: Path):
+    """The answers of the model an eval_samples.jsonl was made for (its own version's columns)."""
+    from core.evaluation import Answers
+    from core.io import iter_jsonl
+
+    rows = [row for _, row in iter_jsonl(samples)]
+    own = next(key for key in rows[0] if f"{key}_finished" in rows[0])
+    return Answers([r[own] for r in rows], [r[f"{own}_finished"] for r in rows], [r[f"{own}_length"] for r in rows])
+
+
+# -- fresh preference pairs for each version (Llama 2's weekly RM refresh) -----------------
 
 
 class CollectConfig(StrictModel):
     model: str
     refresh: RefreshSpec
     seed: int
-    # The annotation protocol is part of the stage's key, so pairs labelled under
-    # another one (an older toyworld) are collected again, not reused.
-    helpfulness_guideline_share: float = HELPFULNESS_GUIDELINE_SHARE_OF_SAFETY_PROMPTS
+    version: str = "v1"
+    # toyworld's annotation protocol is part of the stage's key, so pairs labelled under
+    # another one (an older toyworld) are collected again, not reused. None: not toyworld.
+    helpfulness_guideline_share: float | None = None
+
+
+def load_judge(spec: str):
+    """The callable named `module:function`; a ConfigError names the key when it cannot be imported."""
+    import importlib
+
+    from core.errors import ConfigError
+
+    module_name, _, function_name = spec.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"refresh.judge: cannot import {spec!r} ({type(exc).__name__}: {exc}); expected module:function") from None
+    if not callable(function):
+        raise ConfigError(f"refresh.judge: {spec!r} is not callable")
+    return function
+
+
+def judged_pairs(judge, prompts: list[dict], answers_a: list[str], answers_b: list[str], source: str) -> list[dict]:
+    """Preference pairs from a judge's verdicts `{"chosen": "a"|"b", "rating", "category"?}` (None: no pair)."""
+    from core.data import validate_preference_pair
+    from core.errors import DataError
+
+    verdicts = judge(prompts, answers_a, answers_b)
+    if len(verdicts) != len(prompts):
+        raise DataError(f"the judge returned {len(verdicts)} verdicts for {len(prompts)} prompts", path=source)
+    pairs = []
+    for i, (prompt, a, b, verdict) in enumerate(zip(prompts, answers_a, answers_b, verdicts)):
+        if verdict is None:
+            continue
+        if not isinstance(verdict, dict) or verdict.get("chosen") not in ("a", "b"):
+            raise DataError(f"verdict {i} must be a dict with chosen 'a' or 'b', got {verdict!r}", path=source)
+        chosen, rejected = (a, b) if verdict["chosen"] == "a" else (b, a)
+        pairs.append(validate_preference_pair({
+            "prompt": prompt["messages"], "chosen": chosen, "rejected": rejected, "rating": verdict.get("rating", "better"),
+            "category": verdict.get("category", prompt["category"]), "chosen_safe": verdict.get("chosen_safe"),
+            "rejected_safe": verdict.get("rejected_safe"), "source": source,
+        }, path=source, line=i + 1))
+    return pairs
 
 
 def collect_preferences(config: CollectConfig, out: Path) -> Path:
-    """Two samples per train prompt at two temperatures, labelled by the simulated
-    annotators under the same protocol as toyworld's templated pairs (a share of the
-    safety prompts rated under the helpfulness guideline)."""
+    """The version's new batch of pairs: the user's file for it, or two samples per
+    prompt at two temperatures labelled by the judge (toyworld's simulated annotators
+    when the prompts are toyworld's, with the same protocol as its templated pairs)."""
     from core.generation import generate
     from core.models import load_model_and_tokenizer
-    from toyworld.world import annotate, build_prompts
+    from core.sources import is_toyworld, load_prompt_source
 
+    refresh = config.refresh
+    if config.version in refresh.pairs_files:
+        return Path(refresh.pairs_files[config.version])  # human labels: used as they are
     pairs_path = out / "pairs.jsonl"
     run = StageRun(out, "preference_collection", config, inputs={"model": config.model})
     if run.is_complete():
         return pairs_path
     with run:
-        model, tokenizer = load_model_and_tokenizer(config.model, dtype=config.refresh.dtype)
-        prompts = build_prompts("train", n=config.refresh.n_prompts, seed=config.seed + 1)
-        conversations = [p["messages"] for p in prompts]
+        model, tokenizer = load_model_and_tokenizer(config.model, dtype=refresh.dtype)
+        prompts = load_prompt_source(refresh.prompts, "train", refresh.n_prompts, config.seed + 1)
         answers = [
-            generate(model, tokenizer, conversations,
-                     SamplingConfig(max_new_tokens=config.refresh.max_new_tokens, temperature=t, batch_size=config.refresh.batch_size, seed=config.seed + i),
+            generate(model, tokenizer, [p["messages"] for p in prompts],
+                     SamplingConfig(max_new_tokens=refresh.max_new_tokens, temperature=t, batch_size=refresh.batch_size, seed=config.seed + i),
                      description=f"pairs T={t}")
-            for i, t in enumerate(config.refresh.temperatures)
+            for i, t in enumerate(refresh.temperatures)
         ]
-        rng = random.Random(config.seed)
-        share = config.helpfulness_guideline_share
-        pairs = [
-            annotate(p["messages"], a, b, rng, noise=config.refresh.noise,
-                     category=guideline_for(p["category"], rng, share), source="toyworld-refresh")
-            for p, a, b in zip(prompts, *answers)
-            if a.strip() and b.strip() and a.strip() != b.strip()
-        ]
+        kept = [(p, a, b) for p, a, b in zip(prompts, *answers) if a.strip() and b.strip() and a.strip() != b.strip()]
+        if refresh.judge is not None:
+            columns = list(zip(*kept)) if kept else [[], [], []]
+            pairs = judged_pairs(load_judge(refresh.judge), list(columns[0]), list(columns[1]), list(columns[2]), refresh.judge)
+        elif is_toyworld(refresh.prompts):
+            from core.sources import toyworld_annotated_pairs
+
+            pairs = toyworld_annotated_pairs(kept, seed=config.seed, noise=refresh.noise, share=config.helpfulness_guideline_share)
+        else:  # the pipeline config refuses this combination; kept as a guard
+            raise ValueError(f"{config.version}: no pairs file, no judge, and the prompts are not toyworld's")
         write_jsonl(pairs_path, pairs)
         run.add_output("pairs", pairs_path)
         run.extra["n_pairs"] = len(pairs)
@@ -170,6 +247,7 @@ class Pipeline:
         self.root = Path(config.run_dir)
         self.rows: list[dict] = []
         self.timings: dict[str, float] = {}
+        self.pairs: list[Path] = []  # every batch of new pairs so far (Llama 2 kept them all)
 
     def _timed(self, name: str, fn, *args):
         start = time.perf_counter()
@@ -181,11 +259,19 @@ class Pipeline:
     def _write_summary(self) -> None:
         atomic_write_json(self.root / "summary.json", {"versions": self.rows, "timings_s": self.timings})
 
-    def evaluate(self, version: str, model: str, folder: Path) -> None:
+    @property
+    def sft_model(self) -> Path:
+        return self.root / "sft" / "model"
+
+    def evaluate(self, version: str, model: Path | str, folder: Path, rms: dict[str, Path] | None) -> None:
         spec: EvaluationSpec = self.config.evaluation
+        start = None if version in ("base", "sft") else str(self.sft_model)
         config = EvalStageConfig(
-            version=version, model=str(model), toyworld_prompts=spec.toyworld_prompts,
-            xstest_data=spec.xstest_data, xstest_limit=spec.xstest_limit, sampling=spec.sampling, dtype=spec.dtype, seed=self.config.seed,
+            version=version, model=str(model), start_model=start,
+            start_samples=str(self.root / "sft" / "eval" / "eval_samples.jsonl") if start else None,
+            heldout=HeldoutEval(prompts=spec.prompts, n_prompts=spec.n_prompts, seed=self.config.seed, sampling=spec.sampling),
+            reward_models={kind: str(path) for kind, path in rms.items()} if rms else None,
+            xstest_data=spec.xstest_data, xstest_limit=spec.xstest_limit, dtype=spec.dtype,
         )
         self.rows.append(self._timed(f"eval {version}", evaluate_model, config, folder))
         self._write_summary()
@@ -200,29 +286,41 @@ class Pipeline:
             "eval.enabled": False,  # the pipeline evaluates every version the same way
         }, where="sft")
 
-    def reward_config(self, kind: str, init_model: Path, folder: Path, extra_pairs: Path | None = None):
+    def reward_config(self, kind: str, init_model: Path, folder: Path, extra_pairs: list[Path] = ()):
+        """The RM config of `kind`: the user's data (preset, then the pipeline's overrides),
+        plus every batch of new pairs collected so far."""
         from reward.config import RewardConfig
 
-        wiring = {"kind": kind, "init_model": str(init_model), "output_dir": str(folder / f"rm_{kind}")}
-        if extra_pairs is not None:
-            preset_data = read_yaml(self.config.reward.preset).get("data", [{"source": "toyworld"}])
-            wiring["data"] = [*preset_data, {"source": str(extra_pairs)}]
         ref = self.config.reward
         overrides = deep_merge(nest(ref.overrides), nest(ref.kind_overrides.get(kind, {})))
+        wiring = {"kind": kind, "init_model": str(init_model), "output_dir": str(folder / f"rm_{kind}")}
+        if extra_pairs:
+            base_data = overrides.get("data", read_yaml(ref.preset).get("data", [{"source": "toyworld"}]))
+            wiring["data"] = [*base_data, *({"source": str(path)} for path in extra_pairs)]
         return stage_config(RewardConfig, StageRef(preset=ref.preset, overrides=overrides), wiring, where=f"reward {kind}")
+
+    @staticmethod
+    def rm_wiring(rms: dict[str, Path]) -> dict[str, str]:
+        """The shared reward-model section of every stage, pointed at the latest RMs."""
+        return {f"reward_models.{kind}": str(path) for kind, path in rms.items()}
 
     def rs_config(self, ref: StageRef, version: str, iteration: int, policy: Path, rms: dict[str, Path], pool: list[Path]):
         from rejection_sampling.config import RSConfig
 
-        return stage_config(RSConfig, ref, {
+        wiring = {
             "policy": str(policy),
-            "helpful_rm": str(rms["helpfulness"]),
-            "safety_rm": str(rms["safety"]),
+            **self.rm_wiring(rms),
             "iteration": iteration,
             "pool_dirs": [str(p) for p in pool],
             "output_dir": str(self.root / version / "rs"),
             "eval.enabled": False,
-        }, where=f"{version}.rejection_sampling")
+        }
+        # A preset that restarts the fine-tune from the SFT model (Llama 2's choice) names
+        # its own run's path; in a pipeline that is this run's SFT model.
+        preset = deep_merge(read_yaml(ref.preset), nest(ref.overrides))
+        if preset.get("init_model"):
+            wiring["init_model"] = str(self.sft_model)
+        return stage_config(RSConfig, ref, wiring, where=f"{version}.rejection_sampling")
 
     def ppo_config(self, ref: StageRef, version: str, policy: Path, rms: dict[str, Path]):
         from ppo.config import PPOConfig
@@ -230,39 +328,39 @@ class Pipeline:
         return stage_config(PPOConfig, ref, {
             "output_dir": str(self.root / version / "ppo"),
             "model.policy": str(policy),
-            "reward.helpfulness_model": str(rms["helpfulness"]),
-            "reward.safety_model": str(rms["safety"]),
+            **self.rm_wiring(rms),
         }, where=f"{version}.ppo")
 
     def gatt_config(self, policy: Path, rms: dict[str, Path]):
         from gatt.config import GattConfig
 
         assert self.config.gatt is not None
-        wiring = {"model": str(policy), "output_dir": str(self.root / "gatt")}
-        if (self.config.gatt.overrides.get("synthesis", {}).get("ranking", {}).get("by")
-                or read_yaml(self.config.gatt.preset).get("synthesis", {}).get("ranking", {}).get("by")) == "reward_model":
-            wiring.update({"synthesis.ranking.helpfulness_rm": str(rms["helpfulness"]), "synthesis.ranking.safety_rm": str(rms["safety"])})
-        return stage_config(GattConfig, self.config.gatt, wiring, where="gatt")
+        return stage_config(GattConfig, self.config.gatt, {
+            "model": str(policy), "output_dir": str(self.root / "gatt"), **self.rm_wiring(rms),
+        }, where="gatt")
 
-    def check_configs(self) -> None:
-        """Build every stage's config before anything runs or is written, with stand-in
+    def stage_configs(self) -> list[tuple[str, Any]]:
+        """Every stage's config, built before anything runs or is written, with stand-in
         model paths: a missing preset or a bad key in a late stage's overrides is an
         error now, not after the earlier stages have trained."""
         c = self.config
         model = self.root / "model"  # a stand-in: only the configs' keys and types are checked here
         rms = {kind: model for kind in RM_KINDS}
-        self.sft_config()
+        configs: list[tuple[str, Any]] = [("sft", self.sft_config())]
+        extra = [model] if c.reward_pairs_from_sft or any(version.refresh_reward_models for version in c.versions) else []
         for kind in RM_KINDS:
-            self.reward_config(kind, model, self.root)
-            if c.reward_pairs_from_sft or any(version.refresh_reward_models for version in c.versions):
-                self.reward_config(kind, model, self.root, extra_pairs=model)
+            configs.append((f"reward {kind}", self.reward_config(kind, model, self.root, extra)))
         for iteration, version in enumerate(c.versions, start=1):
             if version.rejection_sampling is not None:
-                self.rs_config(version.rejection_sampling, version.name, iteration, model, rms, [])
+                configs.append((f"{version.name}.rejection_sampling", self.rs_config(version.rejection_sampling, version.name, iteration, model, rms, [])))
             if version.ppo is not None:
-                self.ppo_config(version.ppo, version.name, model, rms)
+                configs.append((f"{version.name}.ppo", self.ppo_config(version.ppo, version.name, model, rms)))
         if c.gatt is not None:
-            self.gatt_config(model, rms)
+            configs.append(("gatt", self.gatt_config(model, rms)))
+        return configs
+
+    def check_configs(self) -> None:
+        self.stage_configs()
 
     # -- the stages ------------------------------------------------------------------------
     def sft(self) -> Path:
@@ -270,14 +368,23 @@ class Pipeline:
 
         return self._timed("sft", run, self.sft_config())
 
-    def reward_models(self, init_model: Path, folder: Path, extra_pairs: Path | None = None) -> dict[str, Path]:
+    def reward_models(self, init_model: Path, folder: Path) -> dict[str, Path]:
         from reward.train import run
 
         models = {}
         for kind in RM_KINDS:
-            config = self.reward_config(kind, init_model, folder, extra_pairs)
+            config = self.reward_config(kind, init_model, folder, self.pairs)
             models[kind] = self._timed(f"rm {kind} ({folder.name})", run, config)
         return models
+
+    def collect(self, version: str, model: Path, iteration: int) -> None:
+        """The version's new pairs, added to every earlier batch."""
+        c = self.config
+        from core.sources import is_toyworld, toyworld_guideline_share
+
+        share = toyworld_guideline_share() if is_toyworld(c.refresh.prompts) else None
+        config = CollectConfig(version=version, model=str(model), refresh=c.refresh, seed=c.seed + iteration, helpfulness_guideline_share=share)
+        self.pairs.append(self._timed(f"pairs {version}", collect_preferences, config, self.root / version / "pairs"))
 
     def rejection_sampling(self, ref: StageRef, version: str, iteration: int, policy: Path, rms: dict[str, Path], pool: list[Path]) -> Path:
         from rejection_sampling.sample import run
@@ -300,36 +407,116 @@ class Pipeline:
         c = self.config
         # 0. Base model row, so every later row has something to beat.
         if c.evaluation.evaluate_base:
-            self.evaluate("base", c.base_model, self.root / "base" / "eval")
+            self.evaluate("base", c.base_model, self.root / "base" / "eval", None)
         # 1. SFT.
         latest = self.sft()
-        self.evaluate("sft", latest, self.root / "sft" / "eval")
         # 2. Reward models from the SFT checkpoint, optionally also on pairs of the SFT
         # model's own samples (Llama 2's annotators compared samples of its models).
-        sft_pairs = None
         if c.reward_pairs_from_sft:
-            sft_pairs = self._timed("pairs sft", collect_preferences,
-                                    CollectConfig(model=str(latest), refresh=c.refresh, seed=c.seed),
-                                    self.root / "sft" / "pairs")
-        rms = self.reward_models(latest, self.root, extra_pairs=sft_pairs)
+            self.collect("sft", latest, 0)
+        rms = self.reward_models(latest, self.root)
+        self.evaluate("sft", latest, self.root / "sft" / "eval", rms)
         # 3. Versions V1..Vn.
         pool: list[Path] = []
         for iteration, version in enumerate(c.versions, start=1):
             if version.refresh_reward_models:
-                pairs = self._timed(f"pairs {version.name}", collect_preferences,
-                                    CollectConfig(model=str(latest), refresh=c.refresh, seed=c.seed + iteration),
-                                    self.root / version.name / "pairs")
-                rms = self.reward_models(self.root / "sft" / "model", self.root / version.name, extra_pairs=pairs)
+                self.collect(version.name, latest, iteration)
+                rms = self.reward_models(self.sft_model, self.root / version.name)
             if version.rejection_sampling is not None:
                 latest = self.rejection_sampling(version.rejection_sampling, version.name, iteration, latest, rms, pool)
             if version.ppo is not None:
                 latest = self.ppo(version.ppo, version.name, latest, rms)
-            self.evaluate(version.name, latest, self.root / version.name / "eval")
+            self.evaluate(version.name, latest, self.root / version.name / "eval", rms)
             # 4. Ghost Attention after the chosen version; later versions start from it.
             if c.gatt is not None and c.gatt.after == version.name:
                 latest = self.gatt(latest, rms)
-                self.evaluate(f"{version.name}+gatt", latest, self.root / "gatt" / "eval")
+                self.evaluate(f"{version.name}+gatt", latest, self.root / "gatt" / "eval", rms)
         return latest
+
+
+# -- rlhf run --check: every config and every local path, no model loaded, no hub contacted --
+
+
+def data_paths(where: str, config) -> list[tuple[str, str, str]]:
+    """(where, dotted key, value) of every data source a stage config names."""
+    from gatt.config import GattConfig
+    from ppo.config import PPOConfig
+    from rejection_sampling.config import RSConfig
+    from reward.config import RewardConfig
+    from sft.config import SFTConfig
+
+    found: list[tuple[str, str | None]] = []
+    if isinstance(config, SFTConfig):
+        found += [("data.train", config.data.train), ("eval.prompts", config.eval.prompts if config.eval.enabled else None)]
+    elif isinstance(config, RewardConfig):
+        found += [(f"data[{i}].source", source.source) for i, source in enumerate(config.data)]
+    elif isinstance(config, RSConfig):
+        found += [("prompts.source", config.prompts.source), ("eval.prompts", config.eval.prompts if config.eval.enabled else None)]
+    elif isinstance(config, PPOConfig):
+        found += [("data.prompts", config.data.prompts), ("eval.prompts", config.eval.prompts)]
+    elif isinstance(config, GattConfig):
+        found += [("dialogues.source", config.dialogues.source), ("instructions.source", config.instructions.source),
+                  ("instructions.heldout_source", config.instructions.heldout_source),
+                  ("eval.dialogues_source", config.eval.dialogues_source if config.eval.enabled else None),
+                  ("eval.policy.prompts", config.eval.policy.prompts if config.eval.policy.enabled else None)]
+    return [(where, key, value) for key, value in found if value]
+
+
+def classify_source(value: str) -> str:
+    """"toyworld", "local", "hub" (an owner/name id, listed, not fetched) or "missing"."""
+    from core.data.readers import looks_like_hub_name
+    from core.sources import is_toyworld
+
+    if is_toyworld(value):
+        return "toyworld"
+    if Path(value).expanduser().exists():
+        return "local"
+    return "hub" if looks_like_hub_name(value) else "missing"
+
+
+def check_pipeline(config: PipelineConfig) -> list[tuple[str, str, str, str]]:
+    """Every stage's resolved config and every path it names, offline; rows of
+    (stage, key, value, kind). Raises ConfigError naming the key of the first problem."""
+    from core.errors import ConfigError
+    from core.model_paths import check_policy_path, is_hub_id
+
+    pipeline = Pipeline(config)
+    rows = []
+    base = config.base_model
+    if base.startswith("embedded:") or not is_hub_id(base):
+        try:
+            check_policy_path(base, probe_hub=False)
+        except Exception as exc:
+            raise ConfigError(f"pipeline: key 'base_model': {exc}") from None
+        rows.append(("pipeline", "base_model", base, "embedded" if base.startswith("embedded:") else "local"))
+    else:
+        rows.append(("pipeline", "base_model", base, "hub"))
+    spec = config.evaluation
+    named = [("pipeline", "evaluation.prompts", spec.prompts), ("pipeline", "evaluation.xstest_data", spec.xstest_data),
+             ("pipeline", "refresh.prompts", config.refresh.prompts if (config.reward_pairs_from_sft or any(v.refresh_reward_models for v in config.versions)) else None),
+             *(("pipeline", f"refresh.pairs_files.{version}", path) for version, path in config.refresh.pairs_files.items())]
+    for where, stage in pipeline.stage_configs():
+        named += data_paths(where, stage)
+    stand_in = str(pipeline.root / "model")
+    for where, key, value in named:
+        if not value or value == stand_in:
+            continue
+        kind = classify_source(value)
+        if kind == "missing":
+            raise ConfigError(f"{where}: key '{key}': {value} is not a local file or folder, and not a hub name (owner/name)")
+        rows.append((where, key, value, kind))
+    if config.refresh.judge:
+        load_judge(config.refresh.judge)
+        rows.append(("pipeline", "refresh.judge", config.refresh.judge, "callable"))
+    return rows
+
+
+def format_check(rows: list[tuple[str, str, str, str]]) -> str:
+    hub = sorted({value for *_, value, kind in rows if kind == "hub"})
+    width = max(len(f"{where}: {key}") for where, key, *_ in rows)
+    lines = [f"{f'{where}: {key}':<{width}}  {kind:<8}  {value}" for where, key, value, kind in rows]
+    lines.append(f"hub ids (not fetched; each must be reachable or cached when the stage runs): {', '.join(hub) if hub else 'none'}")
+    return "\n".join(lines)
 
 
 def run_pipeline(config: PipelineConfig) -> Path:
@@ -356,13 +543,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rlhf run", description="Run a pipeline YAML (resumable: rerun the same command to continue).")
     parser.add_argument("pipeline", help="pipeline YAML, e.g. configs/pipelines/quickstart.yaml")
     parser.add_argument("--run-dir", default=None, help="run folder (default: run_dir in the YAML)")
+    parser.add_argument("--check", action="store_true",
+                        help="validate every stage's resolved config and every local path, offline (no model loaded, "
+                             "no hub contacted; hub ids are listed), then exit: 0 if sound, 2 naming the broken key")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the pipeline config")
     args = parser.parse_intermixed_args(argv)  # `PIPELINE --run-dir DIR key=value`: overrides after the option
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
     def go() -> int:
         overrides = list(args.overrides) + ([f"run_dir={args.run_dir}"] if args.run_dir else [])
-        run_pipeline(load_config(PipelineConfig, args.pipeline, overrides))
+        config = load_config(PipelineConfig, args.pipeline, overrides)
+        if args.check:
+            print(format_check(check_pipeline(config)))
+            print(f"{args.pipeline}: every stage config and local path is sound")
+            return 0
+        run_pipeline(config)
         return 0
 
     return run_guarded(go)

@@ -12,13 +12,28 @@ equal to the one-process run).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from core.config import StrictModel
+from core.evaluation import HeldoutEval
 from core.generation import SamplingConfig
 from core.models import DType, LoraSettings
+from reward.gated import RewardModelsSection
+
+# Old spellings -> the keys every stage now shares (the error names the new one).
+PPO_RENAMED = {
+    "reward.helpfulness_model": "reward_models.helpfulness",
+    "reward.safety_model": "reward_models.safety",
+    "reward.safety_threshold": "reward_models.safety_threshold",
+    "reward.batch_size": "reward_models.batch_size",
+    "reward": "reward_models",
+    "data.heldout_prompts": "eval.prompts",
+    "data.n_heldout": "eval.n_prompts",
+    "optim.lr": "optim.learning_rate",
+    "optim.critic_lr": "optim.critic_learning_rate",
+}
 
 
 class ModelSection(StrictModel):
@@ -35,18 +50,9 @@ class ModelSection(StrictModel):
     critic_init: Literal["helpfulness_rm", "policy"] = "helpfulness_rm"
 
 
-class RewardSection(StrictModel):
-    helpfulness_model: str
-    safety_model: str
-    safety_threshold: float = 0.15  # Llama 2's gate: R_s < 0.15 takes the safety score
-    batch_size: int = Field(default=8, ge=1)
-
-
 class DataSection(StrictModel):
-    prompts: str = "toyworld"  # "toyworld" or a JSONL file of {"messages", "category", "id"} prompts
-    n_prompts: int = Field(default=400, ge=1)  # toyworld train prompts to draw
-    heldout_prompts: str = "toyworld"  # "toyworld" (held-out split) or a JSONL file
-    n_heldout: int = Field(default=64, ge=1)
+    prompts: str = "toyworld"  # a prompt source: a file of {"messages", "category", "id"} records, or toyworld
+    n_prompts: int | None = Field(default=400, ge=1)  # the first N (toyworld: N drawn); None: all
     seed: int = 0
 
 
@@ -72,25 +78,30 @@ class PPOSection(StrictModel):
 
 
 class OptimSection(StrictModel):
-    lr: float = 1e-6  # constant (no schedule), as in the paper
-    critic_lr: float | None = None  # None: same as lr
+    learning_rate: float = 1e-6  # constant (no schedule), as in the paper
+    critic_learning_rate: float | None = None  # None: same as learning_rate
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-5
     weight_decay: float = 0.1
     grad_clip: float | None = 1.0  # applied to the policy and the critic separately
 
 
-class EvalSection(StrictModel):
+class EvalSection(HeldoutEval):
+    """The shared held-out evaluation (prompts, n_prompts, sampling), run before, every
+    `every` iterations for keep-best and early stopping, and after."""
+
+    n_prompts: int | None = Field(default=64, ge=1)
+    sampling: SamplingConfig = SamplingConfig(temperature=0.0, max_new_tokens=64, batch_size=16)
     every: int = Field(default=10, ge=0)  # held-out evaluation every N iterations (0: only before and after)
     patience: int | None = Field(default=None, ge=1)  # stop after this many evaluations without a better reward
     keep_best: bool = True  # OUT/model is the policy with the best held-out RM reward
-    sampling: SamplingConfig = SamplingConfig(temperature=0.0, max_new_tokens=64, batch_size=16)
 
 
 class PPOConfig(StrictModel):
+    renamed_keys: ClassVar[dict[str, str]] = PPO_RENAMED
     output_dir: str
     model: ModelSection
-    reward: RewardSection
+    reward_models: RewardModelsSection  # both RMs and Llama 2's gate, as in every stage
     data: DataSection = DataSection()
     sampling: SamplingConfig = SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=128)  # batch_size unused: see ppo.chunk_size
     ppo: PPOSection = PPOSection()
@@ -107,6 +118,7 @@ class PPOConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> PPOConfig:
+        self.reward_models.require("PPO's reward")
         ppo = self.ppo
         if ppo.batch_size % ppo.minibatch_size:
             raise ValueError(f"ppo.batch_size ({ppo.batch_size}) must be a multiple of ppo.minibatch_size ({ppo.minibatch_size})")

@@ -48,7 +48,7 @@ def _critic_from_rm(path: str, dtype, device) -> Critic:
 
     rm = AutoModelForSequenceClassification.from_pretrained(resolve_model_path(path), dtype=dtype, use_safetensors=True)
     if rm.config.num_labels != 1:
-        raise ConfigError(f"reward.helpfulness_model {path}: a reward model has one output, this one has {rm.config.num_labels}")
+        raise ConfigError(f"reward_models.helpfulness {path}: a reward model has one output, this one has {rm.config.num_labels}")
     body = rm.model if hasattr(rm, "model") else rm.base_model
     head = rm.score
     return Critic(body, head).to(device)
@@ -133,12 +133,12 @@ def build_models(config, device) -> tuple[PPOModels, object]:
         reference = load_causal_lm(settings.policy, dtype=settings.dtype, device=str(device))
         reference.requires_grad_(False)
         if settings.critic_init == "helpfulness_rm":
-            critic = _critic_from_rm(config.reward.helpfulness_model, dtype, device)
-            rm_tokenizer = load_tokenizer(config.reward.helpfulness_model)
+            critic = _critic_from_rm(config.reward_models.helpfulness, dtype, device)
+            rm_tokenizer = load_tokenizer(config.reward_models.helpfulness)
             if rm_tokenizer.get_vocab() != tokenizer.get_vocab():
                 raise ConfigError(
                     "model.critic_init: helpfulness_rm needs the RM to share the policy's tokenizer "
-                    f"({config.reward.helpfulness_model} does not); set critic_init: policy"
+                    f"({config.reward_models.helpfulness} does not); set critic_init: policy"
                 )
         else:
             body = load_causal_lm(settings.policy, dtype=settings.dtype, device=str(device)).model

@@ -8,13 +8,14 @@ rollout record) and Llama 2 (arXiv 2307.09288, section 3.2.3):
     R_c = R_s if IS_SAFETY(p) or R_s < 0.15 else R_h
 
 The pure math is in `ppo/core.py` (unit-tested against hand-computed numbers), the
-gate in `reward/combine.py`, models in `ppo/models.py`, sharding and distributed sums
+gated scoring service in `reward/gated.py`, the held-out evaluation in
+`core/evaluation.py` (shared with every stage), models in `ppo/models.py`, sharding and distributed sums
 in `ppo/rollout.py` (its docstring explains why an N-process run takes the same step
 as a one-process run), checkpoints in `ppo/checkpoint.py`.
 
 Outputs in `output_dir`: `model/` (the final, or best held-out, policy as a Hugging Face
-folder, LoRA merged), `checkpoints/`, `eval.json` (gold metrics on held-out prompts
-before and after), and the stage files (`config.yaml`, `manifest.json`,
+folder, LoRA merged), `checkpoints/`, `eval.json` (the shared evaluation on held-out
+prompts before and after, with the keep-best history), and the stage files (`config.yaml`, `manifest.json`,
 `metrics.jsonl`). A completed run is skipped; an interrupted one resumes from its last
 checkpoint to the same result.
 """
@@ -36,11 +37,12 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from core.errors import NumericError, RLHFError
+from core.evaluation import answer_prompts, compare, model_summary, score_answers
 from core.generation import generate_batch
 from core.io import atomic_write_json
 from core.models import resolve_model_path, save_model
-from core.policy_eval import evaluate_policy, gold_metrics
 from core.run import StageRun
+from core.sources import gold_judge, is_toyworld, load_prompt_source
 from ppo.checkpoint import latest_checkpoint, load_best, load_checkpoint, save_best, save_checkpoint
 from ppo.config import PPOConfig
 from ppo.core import (
@@ -68,8 +70,7 @@ from ppo.rollout import (
     my_chunks,
     response_slice,
 )
-from reward.combine import llama2_reward
-from reward.scorer import RewardScorer
+from reward.gated import GatedScorer, check_reward_models
 
 
 class RunInterrupted(RLHFError):
@@ -79,33 +80,14 @@ class RunInterrupted(RLHFError):
 # ------------------------------------------------------------------- inputs
 
 
-def load_prompts(source: str, split: str, n: int, seed: int) -> list[dict]:
-    """Toyworld prompts of `split`, or a JSONL file of Prompt records (all of it)."""
-    if source == "toyworld":
-        from toyworld.world import build_prompts
-
-        return build_prompts(split, n, seed)
-    # The shared loader checks every record against the Prompt schema (types, roles, a
-    # closing user turn, unique ids) and names the file, line and field of a bad one.
-    from core.data import load_prompts as load_prompt_records
-
-    return load_prompt_records(source)
-
-
 def check_inputs(config: PPOConfig) -> tuple[list[dict], list[dict]]:
     """The training and held-out prompts, after checking every input that can be checked
     without loading a model; called before the run folder is touched, so bad input
     leaves it as it was."""
-    from reward.scorer import check_reward_model_folder
-
     resolve_model_path(config.model.policy)
-    for key, folder in (("reward.helpfulness_model", config.reward.helpfulness_model), ("reward.safety_model", config.reward.safety_model)):
-        try:
-            check_reward_model_folder(folder)
-        except RLHFError as exc:
-            raise type(exc)(f"{key}: {exc}") from None
-    prompts = load_prompts(config.data.prompts, "train", config.data.n_prompts, config.data.seed)
-    heldout = load_prompts(config.data.heldout_prompts, "heldout", config.data.n_heldout, config.data.seed)
+    check_reward_models(config.reward_models)
+    prompts = load_prompt_source(config.data.prompts, "train", config.data.n_prompts, config.data.seed)
+    heldout = load_prompt_source(config.eval.prompts, "heldout", config.eval.n_prompts, config.eval.seed)
     return prompts, heldout
 
 
@@ -124,11 +106,11 @@ def resume_key(config: PPOConfig) -> dict:
 def stage_inputs(config: PPOConfig) -> dict:
     inputs = {
         "policy": resolve_model_path(config.model.policy),
-        "helpfulness_rm": config.reward.helpfulness_model,
-        "safety_rm": config.reward.safety_model,
+        "helpfulness_rm": config.reward_models.helpfulness,
+        "safety_rm": config.reward_models.safety,
     }
-    for name, source in (("prompts", config.data.prompts), ("heldout_prompts", config.data.heldout_prompts)):
-        if source != "toyworld":
+    for name, source in (("prompts", config.data.prompts), ("heldout_prompts", config.eval.prompts)):
+        if not is_toyworld(source):
             inputs[name] = source
     return inputs
 
@@ -136,19 +118,12 @@ def stage_inputs(config: PPOConfig) -> dict:
 # ------------------------------------------------------------ small helpers
 
 
-def gated_reward(helpful: RewardScorer, safety: RewardScorer, prompts: list[dict], texts: list[str], threshold: float, where: str) -> torch.Tensor:
-    """(B,) R_c: both RMs on the full text (each with its own tokenizer), Llama 2's gate."""
-    messages = [p["messages"] for p in prompts]
+def gated_reward(scorer: GatedScorer, prompts: list[dict], texts: list[str], where: str) -> torch.Tensor:
+    """(B,) R_c from the gated scoring service; a NaN/inf score names where, and that nothing was saved."""
     try:
-        r_h = helpful.score(messages, texts).prob.float()
-        r_s = safety.score(messages, texts).prob.float()
-    except NumericError as exc:  # a NaN/inf raw score: say where, and that nothing was saved
-        raise NumericError(f"{exc} at {where}; the last checkpoint is left as it was") from None
-    for name, probs in (("helpfulness RM score", r_h), ("safety RM score", r_s)):
-        if not torch.isfinite(probs).all():
-            raise NumericError(f"non-finite {name} at {where} (NaN or inf); the last checkpoint is left as it was")
-    is_safety = torch.tensor([p["category"] == "safety" for p in prompts], dtype=torch.bool)
-    return llama2_reward(r_s, r_h, is_safety, threshold=threshold)
+        return scorer.score(prompts, texts, where=where).reward.float()
+    except NumericError as exc:
+        raise NumericError(f"{exc}; the last checkpoint is left as it was") from None
 
 
 @torch.no_grad()
@@ -186,17 +161,27 @@ def global_explained_variance(accelerator, values, returns, mask) -> float:
     return math.nan if var_returns == 0 else 1.0 - var(returns - values) / var_returns
 
 
-def evaluate_heldout(models, tokenizer, heldout: list[dict], helpful, safety, config: PPOConfig) -> dict:
-    """Gold metrics (toyworld judges) and the RM reward R_c on held-out prompts.
+def evaluate_heldout(models, tokenizer, heldout: list[dict], scorer: GatedScorer, config: PPOConfig) -> tuple[dict, dict]:
+    """The shared evaluation (`core.evaluation`) of the current policy on the held-out
+    prompts: its summary (rm_reward, refusal, length, truncation with stderrs; gold only
+    for toyworld prompts) and its per-prompt columns (for paired comparisons).
 
     Every process evaluates the whole held-out set with the same seeds and the same
     weights, so all of them take the same early-stopping decision without talking.
     """
-    metrics, responses = evaluate_policy(models.for_generation(), tokenizer, heldout, config.eval.sampling, progress=False)
-    r_c = gated_reward(helpful, safety, heldout, responses, config.reward.safety_threshold, "the held-out evaluation")
-    metrics["rm_reward"] = float(r_c.mean())
-    metrics["response_length_words"] = statistics.fmean(len(r.split()) for r in responses)
-    return metrics
+    answers = answer_prompts(models.for_generation(), tokenizer, heldout, config.eval.sampling, progress=False)
+    gold = gold_judge(config.eval.prompts)
+    columns = score_answers(heldout, answers, scorer, gold)
+    return model_summary(heldout, answers, columns, gold), columns
+
+
+def without_columns(evaluation: dict) -> dict:
+    return {key: value for key, value in evaluation.items() if key != "columns"}
+
+
+def heldout_row(evaluation: dict) -> dict:
+    """The metrics.jsonl fields of one held-out evaluation (`heldout_<metric>`)."""
+    return {f"heldout_{k}": v for k, v in evaluation.items() if k not in ("iteration", "columns")}
 
 
 # --------------------------------------------------------------------- run
@@ -235,12 +220,13 @@ def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout:
     # ---- setup: models, reward models, optimizer, data, sharding ----------------------
     device = accelerator.device
     models, tokenizer = build_models(config, device)
-    helpful = RewardScorer(config.reward.helpfulness_model, device=str(device), dtype=config.model.dtype, batch_size=config.reward.batch_size)
-    safety = RewardScorer(config.reward.safety_model, device=str(device), dtype=config.model.dtype, batch_size=config.reward.batch_size)
+    scorer = GatedScorer(config.reward_models, device=str(device))
+    train_gold = gold_judge(config.data.prompts)  # toyworld's judges only for toyworld's prompts
     optimizer = torch.optim.AdamW(
         [
-            {"params": list(models.policy_params.values()), "lr": opt.lr},
-            {"params": list(models.critic_params.values()), "lr": opt.critic_lr if opt.critic_lr is not None else opt.lr},
+            {"params": list(models.policy_params.values()), "lr": opt.learning_rate},
+            {"params": list(models.critic_params.values()),
+             "lr": opt.critic_learning_rate if opt.critic_learning_rate is not None else opt.learning_rate},
         ],
         betas=tuple(opt.betas), eps=opt.eps, weight_decay=opt.weight_decay,
     )
@@ -255,7 +241,8 @@ def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout:
     keep_best = config.eval.keep_best and config.eval.every > 0
 
     def held_out_eval(iteration: int) -> dict:
-        result = {"iteration": iteration, **evaluate_heldout(models, tokenizer, heldout, helpful, safety, config)}
+        summary, columns = evaluate_heldout(models, tokenizer, heldout, scorer, config)
+        result = {"iteration": iteration, **summary, "columns": columns}
         state["evals"].append(result)
         if state["best_reward"] is None or result["rm_reward"] > state["best_reward"]:
             state.update(best_iteration=iteration, best_reward=result["rm_reward"], evals_since_best=0)
@@ -292,7 +279,7 @@ def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout:
             metrics.truncate_after(-1)  # rows of an earlier attempt that died before its first checkpoint
         before = held_out_eval(0)
         if main:
-            metrics.log(0, **{f"heldout_{k}": v for k, v in before.items() if k != "iteration"})
+            metrics.log(0, **heldout_row(before))
 
     # ---- the loop ------------------------------------------------------------------
     iteration = start
@@ -317,7 +304,7 @@ def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout:
         # 2. Score: R_c from both RMs and the gate; LOGIT; WHITEN with statistics of
         #    the whole global batch (scores gathered from every process first).
         t = time.perf_counter()
-        rollout.rm_reward = gated_reward(helpful, safety, rollout.prompts, rollout.texts, config.reward.safety_threshold, f"iteration {iteration}").to(device)
+        rollout.rm_reward = gated_reward(scorer, rollout.prompts, rollout.texts, f"iteration {iteration}").to(device)
         raw_score = logit(rollout.rm_reward)
         all_raw = accelerator.gather(raw_score) if world > 1 else raw_score
         if ppo.score_whitening == "running":
@@ -390,7 +377,7 @@ def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout:
         # 7. Log (global means over every process's share of the batch).
         all_prompts = gather_object(rollout.prompts) if world > 1 else rollout.prompts
         all_texts = gather_object(rollout.texts) if world > 1 else rollout.texts
-        gold = gold_metrics(all_prompts, all_texts)
+        gold = train_gold.metrics(all_prompts, all_texts) if train_gold is not None else {}
         n_seq, rm_sum, raw_sum, len_sum, kl_sum, kl_tok_sum, ent_sum, n_tok, score_sum, value_sum, ret_sum = global_sum(
             accelerator, len(rollout), rollout.rm_reward.sum(), raw_score.sum(), mask.sum(), rollout.kl.sum(),
             rollout.kl.sum(), entropy_sum, mask.sum(), rollout.scores.sum(),
@@ -411,15 +398,13 @@ def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout:
             "return_mean": ret_sum / n_tok,
             "explained_variance": global_explained_variance(accelerator, rollout.values, rollout.returns, mask),
             **{key: statistics.fmean(s[key] for s in step_stats) for key in step_stats[0]},
-            "gold_helpfulness": gold["gold_helpfulness"],
-            "gold_safety": gold["gold_safety"],
-            "gold_combined": gold["gold_combined"],
-            "lr": opt.lr,
+            **{key: gold[key] for key in ("gold_helpfulness", "gold_safety", "gold_combined") if key in gold},
+            "lr": opt.learning_rate,
             **{f"time_{k}": v for k, v in times.items()},
             "time_total": time.perf_counter() - t0,
         }
         if config.eval.every > 0 and (iteration % config.eval.every == 0 or iteration == config.iterations):
-            row.update({f"heldout_{k}": v for k, v in held_out_eval(iteration).items() if k != "iteration"})
+            row.update(heldout_row(held_out_eval(iteration)))
         if main:
             metrics.log(iteration, **row)
             bar.set_postfix(reward=f"{row['rm_reward']:.3f}", kl=f"{row['kl']:.3f}")
@@ -448,16 +433,26 @@ def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout:
     else:
         chosen = final_iteration
     evals = {e["iteration"]: e for e in state["evals"]}
-    after = evals.get(chosen) or {"iteration": chosen, **evaluate_heldout(models, tokenizer, heldout, helpful, safety, config)}
+    if chosen in evals:
+        after = evals[chosen]
+    else:
+        summary, columns = evaluate_heldout(models, tokenizer, heldout, scorer, config)
+        after = {"iteration": chosen, **summary, "columns": columns}
     if main:
         save_model(models.merged_policy(), tokenizer, out / "model")
+        before = evals[0]
+        # The shared evaluation's layout (core.evaluation.evaluate_models), plus the history.
         atomic_write_json(out / "eval.json", {
-            "before": evals[0],
-            "after": after,
+            "prompts": {"source": config.eval.prompts, "n": len(heldout), "split": "heldout"},
+            "sampling": config.eval.sampling.model_dump(),
+            "reward_models": config.reward_models.model_dump(),
+            "models": {"before": {"model": config.model.policy, **without_columns(before)},
+                       "after": {"model": str(out / "model"), **without_columns(after)}},
+            "paired": {"after": compare(after["columns"], before["columns"])},
             "policy_iteration": chosen,
             "last_iteration": final_iteration,
             "stopped_early": state["stopped"],
-            "heldout": {"source": config.data.heldout_prompts, "n": len(heldout)},
-            "history": state["evals"],
+            "history": [without_columns(e) for e in state["evals"]],
         })
+        print(f"ppo: model: {out / 'model'} (iteration {chosen})")
     accelerator.wait_for_everyone()

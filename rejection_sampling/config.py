@@ -9,13 +9,14 @@ field can be overridden from the command line, dotted for nested keys:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import model_validator
 
 from core.config import StrictModel
-from core.generation import SamplingConfig
+from core.evaluation import HeldoutEval
 from core.models import LoraSettings
+from reward.gated import RS_RENAMED, RewardModelsSection
 from sft.config import FamilyWeights, TrainingSection
 
 
@@ -27,24 +28,16 @@ class PromptsSection(StrictModel):
     seed: int = 0
 
 
-class EvalSection(StrictModel):
-    enabled: bool = True
-    n_prompts: int = 120  # held-out toyworld prompts, the same before and after
-    seed: int = 0
-    # Greedy by default: the before/after difference is then the models', not the dice's.
-    sampling: SamplingConfig = SamplingConfig(max_new_tokens=48, temperature=0.0, batch_size=16)
-
-
 class RSConfig(StrictModel):
+    renamed_keys: ClassVar[dict[str, str]] = RS_RENAMED
     # The policy that samples (the latest model), and the checkpoint that is fine-tuned
     # on the pooled best answers. Llama 2 restarted each version's fine-tune from the
     # SFT / previous model rather than continuing from the sampler; None means the
     # policy itself.
     policy: str = "embedded:smollm2-135m"
     init_model: str | None = None
-    helpful_rm: str = "runs/dev/rm_helpful/model"
-    safety_rm: str = "runs/dev/rm_safety/model"
-    safety_threshold: float = 0.15  # Llama 2's gate: R_s if IS_SAFETY(p) or R_s < 0.15 else R_h
+    # Both RMs and Llama 2's gate (R_s if IS_SAFETY(p) or R_s < threshold else R_h).
+    reward_models: RewardModelsSection = RewardModelsSection()
 
     prompts: PromptsSection = PromptsSection()
     iteration: int = 1  # RLHF version V<iteration>; in every sample's provenance and its seed
@@ -67,10 +60,8 @@ class RSConfig(StrictModel):
     # Keep a pooled winner only if its reward is at least this (None: keep all).
     min_reward: float | None = None
 
-    rm_batch_size: int = 16
-    rm_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # policy weights while sampling
-    device: str = "cpu"
+    device: str = "auto"  # cuda when there is a GPU, else cpu
 
     finetune_enabled: bool = True
     # Toyworld SFT demonstrations replayed beside the pooled best answers (0: none,
@@ -81,14 +72,15 @@ class RSConfig(StrictModel):
     finetune: TrainingSection = TrainingSection(learning_rate=1e-5, epochs=2.0, batch_size=8, max_length=512, save_steps=1000)
     lora: LoraSettings = LoraSettings()
 
-    eval: EvalSection = EvalSection()
+    eval: HeldoutEval = HeldoutEval()  # the shared before/after evaluation (core.evaluation)
     output_dir: str = "runs/rs"
     tensorboard: bool = False
     progress: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> RSConfig:
-        for name in ("k", "shard_size", "batch_size", "max_new_tokens", "rm_batch_size"):
+        self.reward_models.require("rejection sampling (ranking the K samples)")
+        for name in ("k", "shard_size", "batch_size", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.temperature <= 0:

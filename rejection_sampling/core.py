@@ -18,10 +18,11 @@ the gap between the two is what rejection sampling harvests
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Iterable, Sequence
 
 import torch
+
+from core.evaluation import mean_stderr, paired_comparison  # noqa: F401 - one copy, shared
 
 # Every sample record written by the sampler carries these keys (see sample.py).
 SAMPLE_KEYS = ("prompt_id", "iteration", "shard", "sample_index", "response", "reward")
@@ -115,40 +116,6 @@ def median_index(rewards: Sequence[float]) -> int:
         raise ValueError("no rewards")
     order = sorted(range(len(rewards)), key=lambda j: (rewards[j], j))
     return order[(len(order) - 1) // 2]
-
-
-def mean_stderr(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and standard error of the mean (sample standard deviation / sqrt(n))."""
-    if not values:
-        raise ValueError("no values")
-    mean = statistics.fmean(values)
-    stderr = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
-    return mean, stderr
-
-
-def paired_comparison(after: Sequence[float], before: Sequence[float]) -> dict:
-    """Per-prompt paired difference `after - before`: means, stderrs, and the difference's mean ± stderr.
-
-    Paired because both lists score the same prompts: the stderr of the mean
-    difference is the right yardstick for "better by more than noise".
-    """
-    if len(after) != len(before):
-        raise ValueError(f"paired lists differ in length: {len(after)} vs {len(before)}")
-    diffs = [a - b for a, b in zip(after, before)]
-    a_mean, a_se = mean_stderr(after)
-    b_mean, b_se = mean_stderr(before)
-    d_mean, d_se = mean_stderr(diffs)
-    return {
-        "n": len(diffs),
-        "after": a_mean,
-        "after_stderr": a_se,
-        "before": b_mean,
-        "before_stderr": b_se,
-        "diff": d_mean,
-        "diff_stderr": d_se,
-        "wins": sum(d > 0 for d in diffs),
-        "losses": sum(d < 0 for d in diffs),
-    }
 
 
 def chosen_vs_median(groups: dict[str, list[dict]], gold: dict[tuple[str, int, int], float]) -> dict:

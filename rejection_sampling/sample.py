@@ -8,21 +8,23 @@ paper made after regressions when only the last iteration's samples were used.
 One call of `run(config)` is one iteration (RLHF version V<iteration>):
 
 1. run folder: skip if a completed run with the same config and inputs exists;
-2. prompts: toyworld's train split or a JSONL file of Prompt records;
+2. prompts: a prompt source (a file of Prompt records, or toyworld's train split);
 3. sample K answers per prompt from the policy, shard by shard (shard i = a chunk
    of `shard_size` prompts, seeded from (seed, iteration, i)); a shard file that
    exists is whole (atomic write) and is never sampled again, so a killed run
    resumes where it stopped and ends with the same samples;
-4. score every answer with both reward models and Llama 2's gate R_c (done per
-   shard, before the shard is written, so every sample on disk has its scores);
+4. score every answer with the gated scoring service (`reward.gated`: both RMs and
+   Llama 2's gate R_c; done per shard, before the shard is written, so every sample
+   on disk has its scores);
 5. pool this iteration's samples with those of `pool_dirs` (re-scored with the
    current RMs when they came from other RMs) and keep the best per prompt id:
    OUT/best.jsonl, the SFT dataset, with provenance;
 6. the max/median reward curve against k (the paper's Figure 7): curve.json/png;
 7. fine-tune `init_model` on best.jsonl with the SFT stage's code (OUT/sft/),
    published as OUT/model;
-8. gold evaluation before (the policy) and after (OUT/model) on held-out
-   toyworld prompts: eval.json; then the manifest is closed by StageRun.
+8. the shared before/after evaluation (`core.evaluation`) of the policy and
+   OUT/model on the same held-out prompts: eval.json; then the manifest is
+   closed by StageRun.
 """
 
 from __future__ import annotations
@@ -38,16 +40,16 @@ from pathlib import Path
 
 import torch
 
-from core.errors import ConfigError, DataError, ModelLoadError
+from core.errors import ConfigError, DataError
 from core.io import atomic_write_json, iter_jsonl, write_jsonl
 from core.run import StageRun, read_manifest
 from rejection_sampling.config import RSConfig
 from rejection_sampling.core import (
     chosen_vs_median,
     max_median_curve,
-    paired_comparison,
     select_best,
 )
+from reward.gated import GatedScorer
 
 STAGE = "rejection_sampling"
 SAMPLES = "samples"
@@ -73,40 +75,20 @@ def shard_seed(seed: int, iteration: int, shard: int) -> int:
 
 def load_prompts(config: RSConfig) -> list[dict]:
     """Step 2: Prompt records `{"messages", "category", "id", ...}`, ids unique."""
-    section = config.prompts
-    if section.source == "toyworld":
-        from toyworld.world import build_prompts
+    from core.sources import load_prompt_source
 
-        prompts = build_prompts("train", n=section.n, seed=section.seed)
-    else:
-        # The shared loader checks every record against the Prompt schema (types, roles,
-        # a closing user turn, unique ids) and names the file, line and field of a bad one.
-        from core.data import load_prompts as load_prompt_records
-
-        prompts = load_prompt_records(section.source)[: section.n]
-    seen = set()
-    for prompt in prompts:
-        if prompt["id"] in seen:
-            raise DataError(f"duplicate prompt id {prompt['id']!r}", path=section.source, field="id")
-        seen.add(prompt["id"])
-    if not prompts:
-        raise DataError("no prompts", path=section.source)
-    return prompts
+    return load_prompt_source(config.prompts.source, "train", config.prompts.n, config.prompts.seed)
 
 
 def check_inputs(config: RSConfig) -> None:
     """Fail before anything is written when a model folder or a pool folder is not what it should be."""
     from core.models import resolve_model_path
-    from reward.scorer import check_reward_model_folder
+    from reward.gated import check_reward_models
 
     resolve_model_path(config.policy)
     if config.init_model:
         resolve_model_path(config.init_model)
-    for name in ("helpful_rm", "safety_rm"):
-        try:
-            check_reward_model_folder(getattr(config, name))
-        except ModelLoadError as exc:
-            raise ModelLoadError(f"{name}: {exc}") from None
+    check_reward_models(config.reward_models)
     for pool_dir in config.pool_dirs:
         read_samples(pool_dir)  # every shard parses and holds the fields pooling needs
 
@@ -119,7 +101,7 @@ def sampling_spec(config: RSConfig, prompts: list[dict], policy_id: str, rm_id: 
         "n_prompts": len(prompts), "iteration": config.iteration, "k": config.k,
         "temperature": config.temperature, "top_p": config.top_p, "max_new_tokens": config.max_new_tokens,
         "batch_size": config.batch_size, "shard_size": config.shard_size, "seed": config.seed,
-        "dtype": config.dtype, "device": config.device, "safety_threshold": config.safety_threshold,
+        "dtype": config.dtype, "safety_threshold": config.reward_models.safety_threshold,
     }
 
 
@@ -155,35 +137,7 @@ def read_samples(folder: str | os.PathLike) -> list[dict]:
     return rows
 
 
-class Scorers:
-    """Both reward models and Llama 2's gate: (prompts, responses) -> score columns."""
-
-    def __init__(self, config: RSConfig, rm_id: str):
-        from reward.scorer import RewardScorer
-
-        self.rm_id = rm_id  # recorded in every sample: pooled samples from other RMs get re-scored
-        kwargs = {"device": config.device, "dtype": config.rm_dtype, "batch_size": config.rm_batch_size}
-        self.helpful = RewardScorer(config.helpful_rm, **kwargs)
-        self.safety = RewardScorer(config.safety_rm, **kwargs)
-        self.threshold = config.safety_threshold
-
-    def score(self, messages: list[list[dict]], responses: list[str], categories: list[str]) -> list[dict]:
-        from reward.combine import llama2_reward
-
-        helpful = self.helpful.score(messages, responses)
-        safety = self.safety.score(messages, responses)
-        is_safety = torch.tensor([c == "safety" for c in categories], dtype=torch.bool)
-        reward = llama2_reward(safety.prob, helpful.prob, is_safety, threshold=self.threshold)
-        gated = is_safety | (safety.prob < self.threshold)
-        return [
-            {"helpful_raw": helpful.raw[i].item(), "helpful_prob": helpful.prob[i].item(),
-             "safety_raw": safety.raw[i].item(), "safety_prob": safety.prob[i].item(),
-             "reward": reward[i].item(), "reward_from": "safety" if gated[i] else "helpfulness"}
-            for i in range(len(responses))
-        ]
-
-
-def sample_shard(policy, tokenizer, scorers: Scorers, config: RSConfig, prompts: list[dict], shard: int) -> list[dict]:
+def sample_shard(policy, tokenizer, scorer: GatedScorer, rm_id: str, config: RSConfig, prompts: list[dict], shard: int) -> list[dict]:
     """Steps 3-4 for one shard: K answers per prompt (batched), each scored by both RMs."""
     from core.generation import SamplingConfig, generate
 
@@ -195,27 +149,27 @@ def sample_shard(policy, tokenizer, scorers: Scorers, config: RSConfig, prompts:
     flat = [(prompt, j) for prompt in prompts for j in range(config.k)]
     responses = generate(policy, tokenizer, [p["messages"] for p, _ in flat], sampling,
                          progress=config.progress, description=f"shard {shard}")
-    scores = scorers.score([p["messages"] for p, _ in flat], responses, [p["category"] for p, _ in flat])
+    scores = scorer.score([p for p, _ in flat], responses, where=f"shard {shard}").rows()
     rows = []
     for (prompt, j), response, score in zip(flat, responses, scores):
         rows.append({
             "prompt_id": prompt["id"], "iteration": config.iteration, "shard": shard, "sample_index": j,
             "messages": prompt["messages"], "category": prompt["category"], "kind": prompt.get("kind"),
-            "response": response, **score, "rm_id": scorers.rm_id,
+            "response": response, **score, "rm_id": rm_id,
             "temperature": config.temperature, "top_p": config.top_p, "seed": seed, "policy": config.policy,
         })
     return rows
 
 
-def rescore(rows: list[dict], scorers: Scorers) -> int:
-    """Re-score pooled samples that other reward models scored; returns how many changed hands."""
-    stale = [row for row in rows if row.get("rm_id") != scorers.rm_id]
+def rescore(rows: list[dict], scorer: GatedScorer, rm_id: str) -> int:
+    """Re-score pooled samples that other reward models scored; returns how many were re-scored."""
+    stale = [row for row in rows if row.get("rm_id") != rm_id]
     for start in range(0, len(stale), 256):
         chunk = stale[start:start + 256]
-        new = scorers.score([r["messages"] for r in chunk], [r["response"] for r in chunk], [r["category"] for r in chunk])
+        new = scorer.score(chunk, [r["response"] for r in chunk], where="re-scoring the pool").rows()  # rows carry messages and category
         for row, score in zip(chunk, new):
             row["original_reward"] = row["reward"]
-            row.update(score, rescored=True)
+            row.update(score, rm_id=rm_id, rescored=True)
     return len(stale)
 
 
@@ -285,18 +239,24 @@ def run(config: RSConfig, after_shard: Callable[[int], None] | None = None) -> P
     """
     from accelerate import PartialState
 
+    from core.device import resolve_device
+
     state = PartialState()
     main = state.is_main_process
-    device = str(state.device) if state.num_processes > 1 and config.device.startswith("cuda") else config.device
+    device = resolve_device(config.device)
+    if state.num_processes > 1 and device.startswith("cuda"):
+        device = str(state.device)  # each process on its own GPU
     out = Path(config.output_dir)
     samples_dir = out / SAMPLES
     timings: dict[str, float] = {}
 
     # 1. run folder: skip when done with the same config and inputs ------------------
-    inputs = {"policy": config.policy, "helpful_rm": config.helpful_rm, "safety_rm": config.safety_rm}
+    inputs = {"policy": config.policy, "helpful_rm": config.reward_models.helpfulness, "safety_rm": config.reward_models.safety}
     if config.init_model and config.init_model != config.policy:
         inputs["init_model"] = config.init_model  # hashed once more only when it is another model
-    if config.prompts.source != "toyworld":
+    from core.sources import is_toyworld
+
+    if not is_toyworld(config.prompts.source):
         inputs["prompts"] = config.prompts.source
     for i, pool_dir in enumerate(config.pool_dirs):
         if Path(pool_dir).resolve() in (out.resolve(), samples_dir.resolve()):
@@ -324,7 +284,7 @@ def run(config: RSConfig, after_shard: Callable[[int], None] | None = None) -> P
         hashed = (read_manifest(out) or {}).get("inputs", {})
 
         def identity(name: str) -> str:  # a model's content hash (a name when not local)
-            return (hashed.get(name) or {}).get("sha256") or getattr(config, name)
+            return (hashed.get(name) or {}).get("sha256") or inputs[name]
 
         rm_id = f"{identity('helpful_rm')[:16]}:{identity('safety_rm')[:16]}"
         if main:
@@ -334,13 +294,13 @@ def run(config: RSConfig, after_shard: Callable[[int], None] | None = None) -> P
         state.wait_for_everyone()  # no process samples before the settings are checked
 
         # 3-4. sample and score this process's missing shards; a shard on disk is never resampled
-        policy = tokenizer = scorers = None
+        policy = tokenizer = scorer = None
 
-        def get_scorers() -> Scorers:
-            nonlocal scorers
-            if scorers is None:
-                scorers = Scorers(config.model_copy(update={"device": device}), rm_id)
-            return scorers
+        def get_scorer() -> GatedScorer:
+            nonlocal scorer
+            if scorer is None:
+                scorer = GatedScorer(config.reward_models, device=device)
+            return scorer
 
         n_sampled = 0
         t0 = time.perf_counter()
@@ -352,7 +312,7 @@ def run(config: RSConfig, after_shard: Callable[[int], None] | None = None) -> P
 
                     policy, tokenizer = load_model_and_tokenizer(config.policy, dtype=config.dtype, device=device)
                 shard_started = time.perf_counter()
-                write_jsonl(path, sample_shard(policy, tokenizer, get_scorers(), config, shard_prompts, index))  # whole or absent
+                write_jsonl(path, sample_shard(policy, tokenizer, get_scorer(), rm_id, config, shard_prompts, index))  # whole or absent
                 n_sampled += 1
                 print(f"[rs] shard {index + 1}/{len(shards)} sampled and scored in {time.perf_counter() - shard_started:.1f}s")
             if after_shard is not None:
@@ -386,7 +346,7 @@ def run(config: RSConfig, after_shard: Callable[[int], None] | None = None) -> P
             for pool_dir in config.pool_dirs:
                 rows = read_samples(pool_dir)
                 if config.rescore_pool:
-                    n_rescored += rescore(rows, get_scorers())
+                    n_rescored += rescore(rows, get_scorer(), rm_id)
                 pooled.extend(rows)
             best = select_best(pooled)
             if config.min_reward is not None:
@@ -424,18 +384,20 @@ def run(config: RSConfig, after_shard: Callable[[int], None] | None = None) -> P
                 _log(stage, point["k"], kind="curve", **{key: v for key, v in point.items() if key != "k"})
             print("[rs] max/median reward against k:\n" + format_curve(curve))
 
-            from toyworld import judges
+            from core.sources import gold_judge
 
-            gold = {(r["prompt_id"], r["iteration"], r["sample_index"]): judges.combined(r["messages"], r["response"], r["category"])
-                    for r in current}
-            samples_gold = chosen_vs_median(by_prompt, gold)
-            print(f"[rs] gold of this iteration's samples: chosen {samples_gold['chosen']:.3f} ± {samples_gold['chosen_stderr']:.3f}, "
-                  f"median {samples_gold['median']:.3f} ± {samples_gold['median_stderr']:.3f}, all {samples_gold['all_samples']:.3f}")
+            judge = gold_judge(config.prompts.source)  # ground truth exists only for toyworld's prompts
+            samples_gold = None
+            if judge is not None:
+                gold = {(r["prompt_id"], r["iteration"], r["sample_index"]): judge.combined(r, r["response"]) for r in current}
+                samples_gold = chosen_vs_median(by_prompt, gold)
+                print(f"[rs] gold of this iteration's samples: chosen {samples_gold['chosen']:.3f} ± {samples_gold['chosen_stderr']:.3f}, "
+                      f"median {samples_gold['median']:.3f} ± {samples_gold['median_stderr']:.3f}, all {samples_gold['all_samples']:.3f}")
             stage.add_output("samples", samples_dir)
             stage.add_output("best", best_path)
             stage.add_output("curve", out / "curve.json")
             stage.extra.update(pool=pool_stats, curve=curve, samples_gold=samples_gold)
-        scorers = None
+        scorer = None
         gc.collect()
         state.wait_for_everyone()  # best.jsonl is on disk
         stage.extra["shards_sampled_now"] = n_sampled
@@ -451,23 +413,24 @@ def run(config: RSConfig, after_shard: Callable[[int], None] | None = None) -> P
                 stage.add_output("model", model_dir)
             timings["finetune_s"] = time.perf_counter() - t0
 
-        # 8. gold evaluation on held-out prompts, before (the policy) and after ----------
+        # 8. the shared evaluation on held-out prompts, before (the policy) and after ----
         if config.eval.enabled and main:
+            from core.evaluation import evaluate_models, format_table, save_evaluation
+
             t0 = time.perf_counter()
-            result = evaluate(config.model_copy(update={"device": device}), model_dir if config.finetune_enabled else None)
+            models = {"before": config.policy, **({"after": str(model_dir)} if config.finetune_enabled else {})}
+            result = evaluate_models(models, config.eval, config.reward_models, dtype=config.dtype, device=device, progress=config.progress)
             result["samples_gold"] = samples_gold
-            result["curve"] = curve
-            atomic_write_json(out / "eval.json", result)
+            save_evaluation(result, out)
             stage.add_output("eval", out / "eval.json")
-            stage.extra["eval"] = {key: value for key, value in result.items() if key not in ("responses", "curve")}
+            stage.extra["eval"] = {"models": result["models"], "paired": result["paired"]}
             timings["eval_s"] = time.perf_counter() - t0
-            if "gold_combined_paired" in result:
-                pc = result["gold_combined_paired"]
-                print(f"[rs] gold combined on {pc['n']} held-out prompts: before {pc['before']:.3f} ± {pc['before_stderr']:.3f}, "
-                      f"after {pc['after']:.3f} ± {pc['after_stderr']:.3f}, paired diff {pc['diff']:+.3f} ± {pc['diff_stderr']:.3f}")
+            print(f"[rs] held-out evaluation ({result['prompts']['n']} prompts from {config.eval.prompts}):\n{format_table(result)}")
         timings["total_s"] = time.perf_counter() - started
         stage.extra["timings"] = timings
         state.wait_for_everyone()
+    if main:
+        print(f"[rs] model: {result_model(config)}")
     return result_model(config)
 
 
@@ -504,32 +467,3 @@ def finetune(config: RSConfig, best_path: Path, sft_dir: Path) -> Path:
     if not (model / "config.json").is_file():
         raise DataError("the SFT stage finished without a model folder", path=model)
     return model
-
-
-def evaluate(config: RSConfig, after_model: Path | None) -> dict:
-    """Gold metrics of the policy and of the fine-tuned model on the same held-out prompts."""
-    from core.models import load_model_and_tokenizer
-    from core.policy_eval import evaluate_policy
-    from toyworld import judges
-    from toyworld.world import build_prompts
-
-    prompts = build_prompts("heldout", n=config.eval.n_prompts, seed=config.eval.seed)
-    result: dict = {"n_prompts": len(prompts), "sampling": config.eval.sampling.model_dump()}
-    per_prompt = {}
-    responses = {}
-    for name, model_name in (("before", config.policy), ("after", str(after_model) if after_model else None)):
-        if model_name is None:
-            continue
-        model, tokenizer = load_model_and_tokenizer(model_name, dtype=config.dtype, device=config.device)
-        metrics, texts = evaluate_policy(model, tokenizer, prompts, config.eval.sampling, progress=config.progress)
-        del model, tokenizer
-        gc.collect()
-        result[name] = {"model": model_name, **metrics}
-        responses[name] = texts
-        per_prompt[name] = [judges.combined(p["messages"], r, p["category"]) for p, r in zip(prompts, texts)]
-    if "after" in per_prompt:
-        result["gold_combined_paired"] = paired_comparison(per_prompt["after"], per_prompt["before"])
-    result["responses"] = [{"id": p["id"], "kind": p.get("kind"), "prompt": p["messages"][-1]["content"],
-                            **{name: responses[name][i] for name in responses}}
-                           for i, p in enumerate(prompts)]
-    return result

@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from core.cli import run_guarded
+from reward.combine import LLAMA2_SAFETY_THRESHOLD
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
@@ -80,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="a malformed record in --data: stop with an error naming its line (default), or "
                          "leave it out and list it in eval.json's load_report")
     ev.add_argument("--max-length", type=int, default=1024, help="pairs longer than this (tokens) are counted and left out")
-    ev.add_argument("--threshold", type=float, default=0.15, help="safety threshold on sigma(score)")
+    ev.add_argument("--threshold", type=float, default=LLAMA2_SAFETY_THRESHOLD, help="safety threshold on sigma(score)")
     ev.add_argument("--batch-size", type=int, default=16)
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--dtype", default="float32")

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import torch
 
+from reward.combine import LLAMA2_SAFETY_THRESHOLD
 from reward.margins import RATINGS
 
-SAFETY_THRESHOLD = 0.15
+SAFETY_THRESHOLD = LLAMA2_SAFETY_THRESHOLD
 
 
 def _mean(values: list[float]) -> dict:

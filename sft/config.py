@@ -10,20 +10,21 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Field
 
 from core.config import StrictModel
 from core.data.sources import SFTSourceKeys
+from core.evaluation import HeldoutEval
 from core.generation import SamplingConfig
 from core.models import LoraSettings
+from reward.gated import RewardModelsSection
 
 
 def check_family_weights(weights: dict[str, float] | None) -> dict[str, float] | None:
     """`weights` unchanged; raises on an unknown toyworld family, naming the known ones."""
-    from toyworld.world import family_weights
+    from core.sources import check_toyworld_family_weights
 
-    if weights is not None:
-        family_weights(weights)
+    check_toyworld_family_weights(weights)
     return weights
 
 
@@ -100,10 +101,10 @@ class TrainingSection(StrictModel):
     save_total_limit: int = 2
 
 
-class EvalSection(StrictModel):
-    enabled: bool = True
-    n_prompts: int = 80  # held-out toyworld prompts, same ones before and after
-    seed: int = 0
+class EvalSection(HeldoutEval):
+    """The shared before/after evaluation (core.evaluation) on held-out prompts."""
+
+    n_prompts: int | None = Field(default=80, ge=1)
     sampling: SamplingConfig = SamplingConfig(max_new_tokens=48, temperature=0.0, batch_size=8)
 
 
@@ -114,6 +115,8 @@ class SFTConfig(StrictModel):
     lora: LoraSettings = LoraSettings()
     merge_lora: bool = True  # save OUT/model merged; false keeps a PEFT adapter folder
     eval: EvalSection = EvalSection()
+    # Optional: with both RMs the evaluation also reports the gated RM reward and win rate.
+    reward_models: RewardModelsSection = RewardModelsSection()
     output_dir: str = "runs/sft"
     tensorboard: bool = False
     progress: bool = True  # tqdm bars

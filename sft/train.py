@@ -25,7 +25,7 @@ import shutil
 from pathlib import Path
 
 from core.config import load_config
-from core.io import atomic_write_json, atomic_write_text, write_jsonl
+from core.io import atomic_write_json, atomic_write_text
 from core.run import StageRun, read_manifest
 from sft.config import SFTConfig
 from sft.data import build_sft_dataset
@@ -34,24 +34,22 @@ log = logging.getLogger("sft")
 
 STAGE = "sft"
 TOYWORLD_FILE = "toyworld_train.jsonl"
-EVAL_KEYS = ("gold_helpfulness", "gold_safety", "gold_combined", "refusal_rate_harmful", "false_refusal_rate_borderline")
 
 
 # ---------------------------------------------------------------- helpers
 def stage_inputs(config: SFTConfig) -> dict:
     """Inputs whose content decides whether a finished run can be skipped."""
     from core.models import resolve_model_path
+    from core.sources import is_toyworld, toyworld_sft_examples
 
     train = config.data.train
-    if train == "toyworld":
+    if is_toyworld(train):
         # The demonstrations are written to the run folder first, so the skip check
         # hashes their content (a change in toyworld's code changes the input) and a
         # bad row can be named by its line. Deterministic, so every process writes the same.
-        from toyworld.world import build_sft_examples
-
         path = Path(config.output_dir) / TOYWORLD_FILE
-        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in build_sft_examples(
-            "train", config.data.toyworld_n, config.data.toyworld_seed, config.data.toyworld_family_weights))
+        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in toyworld_sft_examples(
+            config.data.toyworld_n, config.data.toyworld_seed, config.data.toyworld_family_weights))
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
             atomic_write_text(path, text)
         train = str(path)
@@ -207,23 +205,16 @@ def _fresh_or_resume(folder: Path, config: SFTConfig, inputs: dict, previous: di
     return last_complete_checkpoint(checkpoints)
 
 
-def _evaluate(model, tokenizer, config: SFTConfig) -> tuple[dict, list[str], list[dict]]:
-    from core.policy_eval import evaluate_policy
-    from toyworld.world import build_eval_prompts
+def _heldout_prompts(config: SFTConfig) -> list[dict]:
+    from core.sources import load_prompt_source
 
-    prompts = build_eval_prompts(config.eval.n_prompts, config.eval.seed)
-    metrics, responses = evaluate_policy(model, tokenizer, prompts, config.eval.sampling, progress=config.progress)
-    return metrics, responses, prompts
+    return load_prompt_source(config.eval.prompts, "heldout", config.eval.n_prompts, config.eval.seed)
 
 
-def _eval_table(before: dict | None, after: dict) -> str:
-    lines = [f"{'metric':<32}{'before':>10}{'after':>10}"]
-    for key in EVAL_KEYS:
-        b = before.get(key) if before else None
-        a = after.get(key)
-        fmt = lambda v: f"{v:10.3f}" if isinstance(v, (int, float)) else f"{'-':>10}"  # noqa: E731
-        lines.append(f"{key:<32}{fmt(b)}{fmt(a)}")
-    return "\n".join(lines)
+def _answer(model, tokenizer, config: SFTConfig):
+    from core.evaluation import answer_prompts
+
+    return answer_prompts(model, tokenizer, _heldout_prompts(config), config.eval.sampling, progress=config.progress)
 
 
 # ---------------------------------------------------------------- the stage
@@ -286,19 +277,18 @@ def run(config: SFTConfig) -> Path:
         if model.generation_config.pad_token_id is None:
             model.generation_config.pad_token_id = tokenizer.pad_token_id
 
-        # 4. Gold evaluation before training (cached, so a resumed run does not redo it).
+        # 4. The starting model's answers to the held-out prompts (cached, so a resumed
+        #    run does not answer again); scored with the trained model's in step 7.
         before = None
         if config.eval.enabled and state.is_main_process:
+            from core.evaluation import Answers
+
             cached = out / "eval_before.json"
             if cached.is_file():
-                before = json.loads(cached.read_text(encoding="utf-8"))
+                before = Answers.from_rows(json.loads(cached.read_text(encoding="utf-8")))
             else:
-                before, before_texts, prompts = _evaluate(model, tokenizer, config)
-                before["responses"] = before_texts
-                atomic_write_json(cached, before)
-            if not resume_from:
-                run_.metrics.log(0, **{f"eval_before/{k}": before.get(k) for k in EVAL_KEYS})
-            log.info("SFT: before training: %s", {k: before.get(k) for k in EVAL_KEYS})
+                before = _answer(model, tokenizer, config)
+                atomic_write_json(cached, before.to_rows())
         state.wait_for_everyone()
 
         # 5. Train.
@@ -317,35 +307,27 @@ def run(config: SFTConfig) -> Path:
             run_.add_output("model", model_dir)
             run_.extra["train"] = {"global_step": final_step, "n_examples": report.n_kept}
 
-        # 7. Gold evaluation after training.
+        # 7. The shared before/after evaluation (core.evaluation) on the same held-out prompts.
         if config.eval.enabled and state.is_main_process:
-            after, after_texts, prompts = _evaluate(trained, tokenizer, config)
-            before_texts = before.pop("responses", None) if before else None
-            summary = {
-                "n_prompts": len(prompts),
-                "split": "heldout",
-                "sampling": config.eval.sampling.model_dump(),
-                "before": before,
-                "after": after,
-                "delta": {k: (after[k] - before[k]) if before and before.get(k) is not None and after.get(k) is not None else None for k in EVAL_KEYS},
-            }
-            atomic_write_json(out / "eval.json", summary)
-            write_jsonl(
-                out / "eval_samples.jsonl",
-                (
-                    {"id": p["id"], "kind": p["kind"], "messages": p["messages"], "before": b, "after": a}
-                    for p, b, a in zip(prompts, before_texts or [None] * len(prompts), after_texts, strict=True)
-                ),
-            )
+            from core.evaluation import evaluate_models, format_table, save_evaluation
+
+            after = _answer(trained, tokenizer, config)
+            result = evaluate_models({"before": config.model.name, "after": str(model_dir)}, config.eval, config.reward_models,
+                                     progress=config.progress, cached={"before": before, "after": after},
+                                     prompts=_heldout_prompts(config))
+            save_evaluation(result, out)
             run_.add_output("eval", out / "eval.json")
-            run_.metrics.log(final_step, **{f"eval_after/{k}": after.get(k) for k in EVAL_KEYS})
-            run_.extra["eval"] = {"before": {k: before.get(k) for k in EVAL_KEYS} if before else None, "after": {k: after.get(k) for k in EVAL_KEYS}}
-            log.info("SFT: gold evaluation on %d held-out prompts\n%s", len(prompts), _eval_table(before, after))
+            after_summary = result["models"]["after"]
+            run_.metrics.log(final_step, **{f"eval_after/{k}": v for k, v in after_summary.items() if isinstance(v, float)})
+            run_.extra["eval"] = {"models": result["models"], "paired": result["paired"]}
+            log.info("SFT: evaluation on %d held-out prompts\n%s", result["prompts"]["n"], format_table(result))
 
         # 8. Manifest: written by StageRun on leaving this block (status completed).
         if state.is_main_process:
             shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the final model is saved
     state.wait_for_everyone()
+    if state.is_main_process:
+        print(f"sft: model: {model_dir}")
     return model_dir
 
 

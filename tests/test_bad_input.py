@@ -131,14 +131,14 @@ def rm_data(name, *extra):
 
 def rs(*extra):
     def argv(d, a):
-        rms = [f"helpful_rm={a['rm']}", f"safety_rm={a['rm']}"]
+        rms = [f"reward_models.helpfulness={a['rm']}", f"reward_models.safety={a['rm']}"]
         return ["rs", "--config", RS, f"output_dir={d / 'out'}", *rms, *[e.format(**a, dir=d) for e in extra]]
     return argv
 
 
 def ppo(*extra):
     def argv(d, a):
-        rms = [f"reward.helpfulness_model={a['rm']}", f"reward.safety_model={a['rm']}"]
+        rms = [f"reward_models.helpfulness={a['rm']}", f"reward_models.safety={a['rm']}"]
         return ["ppo", "--config", PPO, f"output_dir={d / 'out'}", *rms, *[e.format(**a, dir=d) for e in extra]]
     return argv
 
@@ -231,15 +231,15 @@ CASES = [
     Case("rs-prompt-ends-with-answer", rs("prompts.source={dir}/prompts.jsonl"),
          ("prompts.jsonl, line 1, field 'messages[1].role'", "must end with a user message"),
          files={"prompts.jsonl": jl(prompt(messages=msgs(("user", "Hi"), ("assistant", "Hello"))))}),
-    Case("rs-reward-model-folder-not-one", rs("helpful_rm={tiny}"), ("helpful_rm", "tiny-llama", "not a reward model")),
+    Case("rs-reward-model-folder-not-one", rs("reward_models.helpfulness={tiny}"), ("reward_models.helpfulness", "tiny-llama", "not a reward model")),
     Case("rs-pool-folder-without-samples", rs("pool_dirs=[{empty}]"), ("empty_folder", "no sample shards")),
     # -- PPO ---------------------------------------------------------------------------------
     Case("ppo-unknown-category", ppo("data.prompts={dir}/prompts.jsonl"), ("prompts.jsonl, line 1, field 'category'", "'unsafe'"),
          files={"prompts.jsonl": jl(prompt(category="unsafe"))}, existing=True),
-    Case("ppo-empty-prompt", ppo("data.heldout_prompts={dir}/heldout.jsonl"), ("heldout.jsonl, line 2, field 'messages'", "empty prompt"),
+    Case("ppo-empty-prompt", ppo("eval.prompts={dir}/heldout.jsonl"), ("heldout.jsonl, line 2, field 'messages'", "empty prompt"),
          files={"heldout.jsonl": jl(GOOD_PROMPT, prompt(id="p2", messages=[]))}),
-    Case("ppo-safety-rm-not-a-folder", ppo("reward.safety_model={empty}"), ("reward.safety_model", "empty_folder", "no config.json")),
-    Case("ppo-reward-model-is-a-causal-lm", ppo("reward.helpfulness_model={tiny}"), ("reward.helpfulness_model", "not a reward model")),
+    Case("ppo-safety-rm-not-a-folder", ppo("reward_models.safety={empty}"), ("reward_models.safety", "empty_folder", "no config.json")),
+    Case("ppo-reward-model-is-a-causal-lm", ppo("reward_models.helpfulness={tiny}"), ("reward_models.helpfulness", "not a reward model")),
     # -- GAtt --------------------------------------------------------------------------------
     Case("gatt-dialogue-unknown-role", gatt("dialogues.source={dir}/dialogues.jsonl", "dialogues.n=2"),
          ("dialogues.jsonl, line 2, field 'messages[1]'",),
@@ -248,8 +248,8 @@ CASES = [
              {"messages": msgs(("user", "a"), ("bot", "b"), ("user", "c"))})}),
     Case("gatt-no-chat-template", gatt("model={no_template}", "chat_template=require"), ("no_template", "has no chat template")),
     Case("gatt-ranking-model-not-a-reward-model",
-         gatt("synthesis.ranking.by=reward_model", "synthesis.ranking.helpfulness_rm={tiny}", "synthesis.ranking.safety_rm={rm}"),
-         ("synthesis.ranking.helpfulness_rm", "not a reward model")),
+         gatt("synthesis.ranking.by=reward_model", "reward_models.helpfulness={tiny}", "reward_models.safety={rm}"),
+         ("reward_models.helpfulness", "not a reward model")),
     # -- evaluation and report ---------------------------------------------------------------
     Case("eval-model-not-a-folder", lambda d, a: ["eval", "toyworld", "--model", a["empty"], "--out", str(d / "out")],
          ("empty_folder", "not a model folder")),

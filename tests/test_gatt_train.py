@@ -47,8 +47,12 @@ def test_config_is_strict():
         load_config(GattConfig, SMOKE, ["synthesis.kk=3"])
     with pytest.raises(ConfigError, match="instruction_position"):
         load_config(GattConfig, SMOKE, ["synthesis.instruction_position=middle"])
-    with pytest.raises(ConfigError, match="helpfulness_rm"):
+    with pytest.raises(ConfigError, match="by=reward_model needs reward_models.helpfulness and reward_models.safety"):
         load_config(GattConfig, SMOKE, ["synthesis.ranking.by=reward_model"])
+    with pytest.raises(ConfigError, match="'synthesis.ranking.helpfulness_rm' is now 'reward_models.helpfulness'"):
+        load_config(GattConfig, SMOKE, ["synthesis.ranking.helpfulness_rm=x"])
+    with pytest.raises(ConfigError, match="by=gold: gold judges exist only for toyworld dialogues"):
+        load_config(GattConfig, SMOKE, ["synthesis.ranking.by=gold", "dialogues.source=tests/data/byod/dialogues.jsonl"])
     with pytest.raises(ConfigError, match="instructions.kinds"):
         load_config(GattConfig, SMOKE, ["instructions.kinds=[pirate]"])
 

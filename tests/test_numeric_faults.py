@@ -154,8 +154,8 @@ def make_reward_model(folder: Path, seed: int) -> Path:
 def ppo_argv(out: Path, rms: tuple[Path, Path], **extra) -> list[str]:
     settings = {
         "output_dir": out, "model.policy": "embedded:tiny-llama", "model.critic_init": "policy",
-        "reward.helpfulness_model": rms[0], "reward.safety_model": rms[1],
-        "data.n_prompts": 8, "data.n_heldout": 2, "sampling.max_new_tokens": 6, "eval.sampling.max_new_tokens": 6,
+        "reward_models.helpfulness": rms[0], "reward_models.safety": rms[1],
+        "data.n_prompts": 8, "eval.n_prompts": 2, "sampling.max_new_tokens": 6, "eval.sampling.max_new_tokens": 6,
         "eval.every": 0, "ppo.batch_size": 4, "ppo.minibatch_size": 2, "ppo.chunk_size": 2, "ppo.micro_batch_size": 2,
         "ppo.ppo_epochs": 1, "iterations": 3, "checkpoint_every": 1, "progress": False, **extra,
     }

@@ -38,31 +38,28 @@ def test_stage_config_layers_preset_overrides_and_wiring(tmp_path):
         stage_config(Stage, StageRef(preset=str(preset), overrides={"training.epoch": 2}), {})
 
 
-@pytest.mark.parametrize("name", ["smoke", "quickstart", "gpu-demo", "llama2-7b"])
+PRESETS = sorted(path.stem for path in Path("configs/pipelines").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", PRESETS)
 def test_shipped_pipelines_and_their_stage_presets_validate(name):
     """Every shipped pipeline parses, and every stage config it would build (preset,
-    overrides, wiring) passes its stage's strict config."""
+    overrides, wiring) passes its stage's strict config, with the same reward-model
+    section wired into RS, PPO and GAtt."""
     from gatt.config import GattConfig
     from ppo.config import PPOConfig
     from rejection_sampling.config import RSConfig
     from reward.config import RewardConfig
-    from sft.config import SFTConfig
 
     config = load_config(PipelineConfig, f"configs/pipelines/{name}.yaml")
     assert config.gatt is not None and config.gatt.after in [v.name for v in config.versions]
-    stage_config(SFTConfig, config.sft, {"model.name": config.base_model, "output_dir": "x/sft"})
-    for kind in ("helpfulness", "safety"):
-        rm = Pipeline(config).reward_config(kind, Path("x/sft/model"), Path("x"))
-        assert isinstance(rm, RewardConfig) and rm.kind == kind
-    rms = {"helpful_rm": "x/rm_h", "safety_rm": "x/rm_s"}
-    for version in config.versions:
-        if version.rejection_sampling:
-            stage_config(RSConfig, version.rejection_sampling, {"policy": "x/p", "output_dir": "x/rs", **rms})
-        if version.ppo:
-            stage_config(PPOConfig, version.ppo, {"model.policy": "x/p", "output_dir": "x/ppo",
-                                                  "reward.helpfulness_model": "x/rm_h", "reward.safety_model": "x/rm_s"})
-    stage_config(GattConfig, config.gatt, {"model": "x/p", "output_dir": "x/gatt",
-                                           "synthesis.ranking.helpfulness_rm": "x/rm_h", "synthesis.ranking.safety_rm": "x/rm_s"})
+    pipeline = Pipeline(config)
+    configs = dict(pipeline.stage_configs())
+    stand_in = str(pipeline.root / "model")
+    assert {configs[f"reward {kind}"].kind for kind in ("helpfulness", "safety")} == {"helpfulness", "safety"}
+    assert all(isinstance(configs[f"reward {kind}"], RewardConfig) for kind in ("helpfulness", "safety"))
+    staged = [c for c in configs.values() if isinstance(c, (RSConfig, PPOConfig, GattConfig))]
+    assert staged and all(c.reward_models.helpfulness == c.reward_models.safety == stand_in for c in staged)
 
 
 def test_gatt_after_unknown_version_is_an_error(tmp_path):

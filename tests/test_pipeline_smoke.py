@@ -41,7 +41,7 @@ def test_every_stage_completed_and_wired(smoke_run):
     # V2's rejection sampling pooled V1's samples and used the refreshed RMs.
     rs2 = json.loads((smoke_run / "v2" / "rs" / "manifest.json").read_text())["config"]
     assert rs2["pool_dirs"] == [str(smoke_run / "v1" / "rs")]
-    assert rs2["helpful_rm"] == str(smoke_run / "v2" / "rm_helpfulness" / "model")
+    assert rs2["reward_models"]["helpfulness"] == str(smoke_run / "v2" / "rm_helpfulness" / "model")
     assert rs2["policy"] == str(smoke_run / "v1" / "rs" / "model")
     # PPO starts from V2's rejection-sampling checkpoint.
     ppo = json.loads((smoke_run / "v2" / "ppo" / "manifest.json").read_text())["config"]
@@ -53,6 +53,10 @@ def test_every_stage_completed_and_wired(smoke_run):
     rows = json.loads((smoke_run / "summary.json").read_text())["versions"]
     assert [row["version"] for row in rows] == ["base", "sft", "v1", "v2", "v2+gatt"]
     assert all(0 <= row["gold_combined"] <= 1 for row in rows)
+    # every row after SFT is scored by the latest RMs and compared with the SFT model on the same prompts
+    for row in rows[2:]:
+        assert 0 <= row["rm_reward"] <= 1 and 0 <= row["rm_win_rate_vs_start"] <= 1
+        assert "rm_reward_diff_vs_start_stderr" in row and "truncation_rate" in row
     report = smoke_run / "report"
     assert {p.name for p in report.glob("*.png")} == {"ppo_curves.png", "rs_max_median.png", "rm_accuracy.png", "gatt_adherence.png"}
     assert "<td>v2+gatt</td>" in (report / "index.html").read_text()

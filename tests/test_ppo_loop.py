@@ -63,10 +63,10 @@ def overrides(out: Path, rms, **extra) -> list[str]:
         "output_dir": str(out),
         "model.policy": "embedded:tiny-llama",
         "model.critic_init": "policy",
-        "reward.helpfulness_model": str(rms[0]),
-        "reward.safety_model": str(rms[1]),
+        "reward_models.helpfulness": str(rms[0]),
+        "reward_models.safety": str(rms[1]),
         "data.n_prompts": 16,
-        "data.n_heldout": 2,
+        "eval.n_prompts": 2,
         "sampling.max_new_tokens": 6,
         "eval.sampling.max_new_tokens": 6,
         "eval.every": 0,
@@ -75,7 +75,7 @@ def overrides(out: Path, rms, **extra) -> list[str]:
         "ppo.chunk_size": 2,
         "ppo.micro_batch_size": 2,
         "ppo.ppo_epochs": 2,
-        "optim.lr": 1e-3,
+        "optim.learning_rate": 1e-3,
         "iterations": 3,
         "checkpoint_every": 1,
         "progress": False,
@@ -231,7 +231,7 @@ def test_lora_reference_is_the_adapters_off_base(tmp_path, rms):
 
 def test_lora_run_saves_a_merged_policy(tmp_path, rms):
     out = tmp_path / "ppo"
-    run_ppo(out, rms, **{"model.memory": "lora", "model.lora.r": 4, "iterations": 1, "optim.lr": 1e-2})
+    run_ppo(out, rms, **{"model.memory": "lora", "model.lora.r": 4, "iterations": 1, "optim.learning_rate": 1e-2})
     assert (out / "model" / "config.json").is_file()
     assert not (out / "model" / "adapter_config.json").exists()
     names = weights(out).keys()
@@ -356,13 +356,16 @@ def test_two_processes_take_the_same_steps_as_one(tmp_path, rms, reference_run):
 
 def test_early_stopping_keeps_the_best_policy(tmp_path, rms):
     out = tmp_path / "ppo"
-    run_ppo(out, rms, **{"eval.every": 1, "eval.patience": 1, "iterations": 4, "optim.lr": 3e-3})
+    run_ppo(out, rms, **{"eval.every": 1, "eval.patience": 1, "iterations": 4, "optim.learning_rate": 3e-3})
     report = json.loads((out / "eval.json").read_text())
     history = report["history"]
     rewards = [entry["rm_reward"] for entry in history]
     best = max(range(len(rewards)), key=lambda i: (rewards[i], -i))  # the first of the best
     assert report["policy_iteration"] == history[best]["iteration"]
-    assert report["after"] == history[best] and report["before"] == history[0]
+    models = report["models"]  # the shared evaluation's layout, plus the model each row is
+    assert {k: v for k, v in models["after"].items() if k != "model"} == history[best]
+    assert {k: v for k, v in models["before"].items() if k != "model"} == history[0]
+    assert report["paired"]["after"]["rm_reward"]["diff"] == pytest.approx(history[best]["rm_reward"] - history[0]["rm_reward"])
     # patience 1: the run stops at the first evaluation that does not improve
     improved = [rewards[i] > max(rewards[:i]) for i in range(1, len(rewards))]
     assert report["stopped_early"] == (not all(improved))
@@ -382,4 +385,4 @@ def test_resuming_with_another_config_is_refused(tmp_path, rms):
     with pytest.raises(RunInterrupted):
         run_ppo(out, rms, stop_after_iteration=1, iterations=2)
     with pytest.raises(RLHFError, match="optim"):
-        run_ppo(out, rms, **{"optim.lr": 5e-4, "iterations": 2})
+        run_ppo(out, rms, **{"optim.learning_rate": 5e-4, "iterations": 2})

@@ -26,7 +26,7 @@ def test_two_processes_sample_the_same_shards_as_one(tmp_path):
     from rejection_sampling.sample import run
 
     helpful, safety = _make_rm(tmp_path / "helpful", 1), _make_rm(tmp_path / "safety", 2)
-    overrides = [f"helpful_rm={helpful}", f"safety_rm={safety}", "prompts.n=6", "k=2", "shard_size=2",
+    overrides = [f"reward_models.helpfulness={helpful}", f"reward_models.safety={safety}", "prompts.n=6", "k=2", "shard_size=2",
                  "max_new_tokens=6", "finetune_enabled=false", "eval.enabled=false"]
     one = tmp_path / "one"
     run(load_config(RSConfig, SMOKE, [f"output_dir={one}", *overrides]))

@@ -52,7 +52,7 @@ def rms(tmp_path_factory):
 def _config(rms, out, *overrides):
     helpful, safety = rms
     return load_config(RSConfig, SMOKE, [
-        f"helpful_rm={helpful}", f"safety_rm={safety}", f"output_dir={out}",
+        f"reward_models.helpfulness={helpful}", f"reward_models.safety={safety}", f"output_dir={out}",
         "prompts.n=6", "k=3", "shard_size=2", "max_new_tokens=6", *overrides])
 
 
@@ -196,7 +196,7 @@ def test_smoke_preset_end_to_end_through_the_cli(rms, tmp_path):
 
     out = tmp_path / "rs"
     helpful, safety = rms
-    args = ["--config", str(SMOKE), f"helpful_rm={helpful}", f"safety_rm={safety}", f"output_dir={out}",
+    args = ["--config", str(SMOKE), f"reward_models.helpfulness={helpful}", f"reward_models.safety={safety}", f"output_dir={out}",
             "prompts.n=8", "k=2", "eval.n_prompts=4", "replay_toyworld=3"]
     assert main(args) == 0
     for name in ("best.jsonl", "curve.json", "curve.png", "eval.json", "model/config.json", "sft/manifest.json",
@@ -206,8 +206,11 @@ def test_smoke_preset_end_to_end_through_the_cli(rms, tmp_path):
     assert manifest["status"] == "completed"
     assert set(manifest["outputs"]) >= {"samples", "best", "curve", "model", "eval"}
     result = json.loads((out / "eval.json").read_text())
-    assert result["before"]["n_prompts"] == result["after"]["n_prompts"] == 4
-    assert "diff_stderr" in result["gold_combined_paired"]
+    assert result["models"]["before"]["n_prompts"] == result["models"]["after"]["n_prompts"] == result["prompts"]["n"]
+    # the shared evaluation: RM reward and win rate against the policy, gold for toyworld prompts
+    paired = result["paired"]["after"]
+    assert {"rm_reward", "gold_combined", "refusal_rate", "rm_win_rate"} <= set(paired)
+    assert "diff_stderr" in paired["gold_combined"]
     assert "chosen" in result["samples_gold"]
     assert "name: embedded:tiny-llama" in (out / "sft" / "config.yaml").read_text()  # init_model null: the policy
     # the fine-tune learned the 8 pooled targets and 3 replayed SFT demonstrations
@@ -235,8 +238,14 @@ def test_plot_cli(rms, tmp_path):
 def test_config_init_model_and_strictness():
     from core.errors import ConfigError
 
-    assert RSConfig(policy="a").start_model == "a"
-    assert RSConfig(policy="a", init_model="b").start_model == "b"
+    rms = {"helpfulness": "rm_h", "safety": "rm_s"}
+    assert RSConfig(policy="a", reward_models=rms).start_model == "a"
+    assert RSConfig(policy="a", init_model="b", reward_models=rms).start_model == "b"
+    with pytest.raises(ConfigError, match="needs reward_models.helpfulness and reward_models.safety"):
+        load_config(RSConfig, None, ["policy=a"])
+    # the old per-stage spellings fail with the shared key's name
+    with pytest.raises(ConfigError, match="'helpful_rm' is now 'reward_models.helpfulness'.*'rm_dtype' is now 'reward_models.dtype'"):
+        load_config(RSConfig, SMOKE, ["helpful_rm=x", "rm_dtype=bfloat16"])
     with pytest.raises(ConfigError, match="temperature"):
         load_config(RSConfig, SMOKE, ["temperature=0"])  # greedy would give K copies
     with pytest.raises(ConfigError, match="unknown key 'kk'"):

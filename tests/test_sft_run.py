@@ -52,9 +52,14 @@ def test_smoke_sft_end_to_end_and_rerun_skipped(tmp_path, caplog):
     # eval.n_prompts from the family mix, plus every held-out borderline prompt
     from toyworld.world import build_eval_prompts
 
-    assert evaluation["n_prompts"] == len(build_eval_prompts(4)) > 4
-    for key in ("gold_helpfulness", "gold_safety", "refusal_rate_harmful", "false_refusal_rate_borderline"):
-        assert key in evaluation["before"] and key in evaluation["after"]
+    assert evaluation["prompts"]["n"] == len(build_eval_prompts(4)) > 4
+    models = evaluation["models"]
+    for key in ("gold_helpfulness", "gold_safety", "refusal_rate_harmful", "false_refusal_rate_borderline",
+                "refusal_rate", "response_length", "truncation_rate"):
+        assert key in models["before"] and key in models["after"]
+    # every shared metric compared on the same prompts, with its standard error
+    assert {"refusal_rate", "gold_combined"} <= set(evaluation["paired"]["after"])
+    assert "diff_stderr" in evaluation["paired"]["after"]["gold_combined"]
     assert not (out / "checkpoints").exists()
 
     # a rerun with the same config and inputs is skipped

@@ -28,10 +28,10 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-import unicodedata
 from dataclasses import dataclass
 from functools import cache, lru_cache
 
+from core.refusal import normalize  # noqa: F401 - one normalisation for judges and detector
 from toyworld import tables
 
 SPLITS = ("train", "heldout")
@@ -78,14 +78,6 @@ class Task:
 
 
 # ---------------------------------------------------------------- text helpers
-
-
-def normalize(text: str) -> str:
-    """Lower case, no accents, straight apostrophes, single spaces."""
-    text = text.replace("\u2019", "'").replace("\u2018", "'").replace("œ", "oe").replace("Œ", "Oe")
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(ch for ch in text if not unicodedata.combining(ch))
-    return re.sub(r"\s+", " ", text.lower()).strip()
 
 
 def mentions(normalized_text: str, phrase: str) -> bool:

@@ -1,0 +1,111 @@
+"""Data sources by name: toyworld is one source among a user's files.
+
+A config names a source with a string: `toyworld` (the embedded task world) or
+a local file / hub dataset read by `core.data`. This module is the one place
+outside `toyworld/` that imports toyworld, and only when a config names it, so a
+run on the user's own files never loads it.
+
+    load_prompt_source(source, split, n, seed)   prompt records (RLHF and held-out prompts)
+    load_sft_source(source, n, seed, ...)        SFT conversations
+    gold_judge(source)                           toyworld's gold judges, or None
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from core.errors import DataError
+
+TOYWORLD = "toyworld"
+
+
+def is_toyworld(source: str | None) -> bool:
+    return source == TOYWORLD
+
+
+def load_prompt_source(source: str, split: str = "train", n: int | None = None, seed: int = 0) -> list[dict]:
+    """Prompt records `{"messages", "category", "id", ...}` with unique ids.
+
+    toyworld: its `train` split, or for `heldout` the evaluation set (the held-out
+    mix plus every held-out borderline prompt), `n` of them drawn with `seed`.
+    A file: its first `n` records (None: all), checked against the prompt schema.
+    """
+    if is_toyworld(source):
+        from toyworld.world import build_eval_prompts, build_prompts
+
+        prompts = build_eval_prompts(n or 120, seed=seed) if split == "heldout" else build_prompts(split, n=n, seed=seed)
+    else:
+        from core.data import load_prompts
+
+        prompts = load_prompts(source)[:n] if n is not None else load_prompts(source)
+    if not prompts:
+        raise DataError("no prompts", path=source)
+    seen: set[str] = set()
+    for prompt in prompts:
+        if prompt["id"] in seen:
+            raise DataError(f"duplicate prompt id {prompt['id']!r}", path=source, field="id")
+        seen.add(prompt["id"])
+    return prompts
+
+
+def toyworld_sft_examples(n: int, seed: int, family_weights: dict[str, float] | None = None) -> list[dict]:
+    """toyworld's train-split SFT demonstrations `{"messages": [...], ...}`."""
+    from toyworld.world import build_sft_examples
+
+    return build_sft_examples("train", n=n, seed=seed, weights=family_weights)
+
+
+def check_toyworld_family_weights(weights: dict[str, float] | None) -> None:
+    """Raises ValueError on an unknown toyworld family, naming the known ones."""
+    if weights is not None:
+        from toyworld.world import family_weights
+
+        family_weights(weights)
+
+
+def toyworld_guideline_share() -> float:
+    """The share of safety prompts toyworld's annotators rate under the helpfulness guideline."""
+    from toyworld.annotators import HELPFULNESS_GUIDELINE_SHARE_OF_SAFETY_PROMPTS
+
+    return HELPFULNESS_GUIDELINE_SHARE_OF_SAFETY_PROMPTS
+
+
+def toyworld_annotated_pairs(prompts_and_answers: list[tuple[dict, str, str]], seed: int, noise: float,
+                             share: float | None = None) -> list[dict]:
+    """Preference pairs of two answers per toyworld prompt, labelled by its simulated
+    annotators under the protocol of its templated pairs (a `share` of the safety
+    prompts rated under the helpfulness guideline; None: toyworld's own share)."""
+    import random
+
+    from toyworld.annotators import guideline_for
+    from toyworld.world import annotate
+
+    rng = random.Random(seed)
+    share = toyworld_guideline_share() if share is None else share
+    return [annotate(p["messages"], a, b, rng, noise=noise, category=guideline_for(p["category"], rng, share), source="toyworld-refresh")
+            for p, a, b in prompts_and_answers]
+
+
+@dataclass(frozen=True)
+class GoldJudge:
+    """A ground-truth judge of a task world.
+
+    combined(prompt_record, response) -> [0, 1]: the gated gold score of one answer;
+    helpfulness(messages, response) -> [0, 1]: the gold helpfulness of one answer;
+    metrics(prompt_records, responses) -> dict: means and standard errors by family.
+    """
+
+    combined: Callable[[dict, str], float]
+    helpfulness: Callable[[list[dict], str], float]
+    metrics: Callable[[list[dict], list[str]], dict]
+
+
+def gold_judge(source: str) -> GoldJudge | None:
+    """toyworld's gold judges when the prompts are toyworld's; None for any other source."""
+    if not is_toyworld(source):
+        return None
+    from toyworld.gold import combined_score, gold_metrics
+    from toyworld.judges import helpfulness
+
+    return GoldJudge(combined=combined_score, helpfulness=helpfulness, metrics=gold_metrics)

@@ -1,0 +1,154 @@
+"""The gated scoring service: both reward models and Llama 2's gate, behind one config section.
+
+Every stage that scores answers with the reward models (rejection sampling, PPO,
+GAtt synthesis, the shared evaluation) declares the same section,
+
+    reward_models:
+      helpfulness: runs/x/rm_helpfulness/model
+      safety: runs/x/rm_safety/model
+      safety_threshold: 0.15      # Llama 2's gate
+      batch_size: 16              # responses per RM forward pass
+      dtype: float32              # RM weights
+      device: auto                # cuda when there is a GPU, else cpu
+
+and scores through one `GatedScorer`: each RM renders the conversation with its own
+tokenizer and chat template (`reward.scorer`), the gate is `reward.combine.llama2_reward`.
+Written here because no library ships Llama 2's two-RM gate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from core.config import StrictModel
+from core.errors import ModelLoadError, NumericError
+from reward.combine import LLAMA2_SAFETY_THRESHOLD, llama2_reward, safety_gate
+
+RewardModelDType = Literal["float32", "bfloat16", "float16"]
+
+
+class RewardModelsSection(StrictModel):
+    """The two reward models and the gate; the same keys in RS, PPO, GAtt and evaluation."""
+
+    helpfulness: str | None = None  # a reward-model folder (`rlhf reward train ... kind=helpfulness`)
+    safety: str | None = None
+    safety_threshold: float = Field(default=LLAMA2_SAFETY_THRESHOLD, ge=0.0, le=1.0)
+    batch_size: int = Field(default=16, ge=1)
+    dtype: RewardModelDType = "float32"
+    device: str = "auto"
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.helpfulness and self.safety)
+
+    def require(self, why: str) -> RewardModelsSection:
+        """Self, or a ValueError naming the missing keys and why they are needed."""
+        missing = [f"reward_models.{name}" for name in ("helpfulness", "safety") if not getattr(self, name)]
+        if missing:
+            raise ValueError(f"{why} needs {' and '.join(missing)}")
+        return self
+
+
+# Old spellings of these settings, and the key that replaced each (ConfigError names both).
+RS_RENAMED = {
+    "helpful_rm": "reward_models.helpfulness",
+    "safety_rm": "reward_models.safety",
+    "safety_threshold": "reward_models.safety_threshold",
+    "rm_batch_size": "reward_models.batch_size",
+    "rm_dtype": "reward_models.dtype",
+}
+
+
+@dataclass(frozen=True)
+class GatedScores:
+    """Scores of B answers.
+
+    helpfulness_raw, safety_raw:   (B,) raw RM outputs
+    helpfulness_prob, safety_prob: (B,) σ(raw)
+    reward:                        (B,) Llama 2's R_c
+    from_safety:                   (B,) bool, True where R_c took the safety score
+    """
+
+    helpfulness_raw: torch.Tensor
+    helpfulness_prob: torch.Tensor
+    safety_raw: torch.Tensor
+    safety_prob: torch.Tensor
+    reward: torch.Tensor
+    from_safety: torch.Tensor
+
+    def rows(self) -> list[dict]:
+        """One JSON-ready dict per answer (the columns rejection sampling stores with each sample)."""
+        return [
+            {"helpful_raw": self.helpfulness_raw[i].item(), "helpful_prob": self.helpfulness_prob[i].item(),
+             "safety_raw": self.safety_raw[i].item(), "safety_prob": self.safety_prob[i].item(),
+             "reward": self.reward[i].item(), "reward_from": "safety" if self.from_safety[i] else "helpfulness"}
+            for i in range(len(self.reward))
+        ]
+
+
+def is_safety_prompt(prompts: list[dict]) -> torch.Tensor:
+    """(B,) bool: Llama 2's IS_SAFETY(p), the prompt record's `category == "safety"`."""
+    return torch.tensor([p.get("category") == "safety" for p in prompts], dtype=torch.bool)
+
+
+def check_reward_models(section: RewardModelsSection, key: str = "reward_models") -> None:
+    """Both folders are one-output reward models; the error names the key. Loads nothing."""
+    from reward.scorer import check_reward_model_folder
+
+    for name in ("helpfulness", "safety"):
+        try:
+            check_reward_model_folder(getattr(section, name))
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"{key}.{name}: {exc}") from None
+
+
+class GatedScorer:
+    """Scores (prompt record, answer) pairs with both RMs and the gate.
+
+    `prompts` are prompt records `{"messages": [...], "category": ...}`; each RM
+    renders them with its own chat template. `device` overrides the section's (a
+    process of a multi-process launch passes its own).
+    """
+
+    def __init__(self, section: RewardModelsSection, device: str | None = None):
+        from core.device import resolve_device
+        from reward.scorer import RewardScorer
+
+        section.require("scoring with the reward models")
+        check_reward_models(section)
+        kwargs = {"device": resolve_device(device or section.device), "dtype": section.dtype, "batch_size": section.batch_size}
+        self.section = section
+        self.helpfulness = RewardScorer(section.helpfulness, **kwargs)
+        self.safety = RewardScorer(section.safety, **kwargs)
+
+    @property
+    def threshold(self) -> float:
+        return self.section.safety_threshold
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        return {"helpfulness": Path(self.section.helpfulness), "safety": Path(self.section.safety)}
+
+    def score(self, prompts: list[dict], responses: list[str], where: str = "") -> GatedScores:
+        """Both RMs on every (prompt, answer); `where` names the call site in a NaN error."""
+        messages = [p["messages"] for p in prompts]
+        try:
+            helpful = self.helpfulness.score(messages, responses)
+            safety = self.safety.score(messages, responses)
+        except NumericError as exc:
+            raise NumericError(f"{exc}{' at ' + where if where else ''}") from None
+        for name, batch in (("helpfulness", helpful), ("safety", safety)):
+            if not torch.isfinite(batch.prob).all():
+                raise NumericError(f"non-finite {name} RM score{' at ' + where if where else ''}")
+        is_safety = is_safety_prompt(prompts)
+        return GatedScores(
+            helpfulness_raw=helpful.raw, helpfulness_prob=helpful.prob.float(),
+            safety_raw=safety.raw, safety_prob=safety.prob.float(),
+            reward=llama2_reward(safety.prob.float(), helpful.prob.float(), is_safety, threshold=self.threshold),
+            from_safety=safety_gate(safety.prob.float(), is_safety, self.threshold),
+        )

@@ -1,0 +1,55 @@
+"""toyworld's gold evaluation of a policy's answers (reached through `core.sources.gold_judge`)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+from toyworld import judges
+
+
+def _mean_and_stderr(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    mean = statistics.fmean(values)
+    stderr = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+    return mean, stderr
+
+
+def combined_score(prompt: dict, response: str) -> float:
+    """The gated gold score of one answer to a toyworld prompt record."""
+    return judges.combined(prompt["messages"], response, prompt["category"])
+
+
+def gold_metrics(prompts: list[dict], responses: list[str]) -> dict:
+    """Gold scores of `responses` to toyworld `prompts` (same order).
+
+    Returns means with standard errors over prompts: helpfulness on helpfulness
+    prompts, safety on safety prompts, the gated combined score on all, the
+    refusal rate on harmful prompts and the false-refusal rate on borderline ones.
+    """
+    helpful, safe, combined, harmful_refused, borderline_refused = [], [], [], [], []
+    for prompt, response in zip(prompts, responses, strict=True):
+        messages = prompt["messages"]
+        kind = prompt.get("kind")
+        combined.append(combined_score(prompt, response))
+        if prompt["category"] == "safety":
+            safe.append(judges.safety(messages, response))
+        else:
+            helpful.append(judges.helpfulness(messages, response))
+        if kind == "harmful":
+            harmful_refused.append(float(judges.is_refusal(response)))
+        elif kind == "borderline":
+            borderline_refused.append(float(judges.is_refusal(response)))
+    metrics = {}
+    for name, values in [
+        ("gold_helpfulness", helpful),
+        ("gold_safety", safe),
+        ("gold_combined", combined),
+        ("refusal_rate_harmful", harmful_refused),
+        ("false_refusal_rate_borderline", borderline_refused),
+    ]:
+        mean, stderr = _mean_and_stderr(values)
+        metrics[name] = mean
+        metrics[f"{name}_stderr"] = stderr
+    return metrics
