@@ -7,7 +7,9 @@ Every stage starts by checking each model it was given, for the role it plays:
 - `check_reward_model_path(name)`: a one-output `*ForSequenceClassification`
   folder (the RMs that RS, PPO, GAtt and evaluation score with);
 - `check_reward_init_path(name)`: what reward training starts from, a causal LM
-  or an earlier reward model.
+  or an earlier reward model;
+- `check_config_models([(key, name, role), ...])`: all of a stage's models, each
+  error prefixed with the config key that named the model.
 
 Each raises `ModelLoadError` with one line that names the path and, where there is
 one, the right path: a reward model given as a policy and the other way round, a
@@ -36,6 +38,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -430,6 +433,23 @@ def check_reward_model_path(name: str | os.PathLike) -> Path:
 def check_reward_init_path(name: str, probe_hub: bool = True) -> str:
     """`name` if reward training can start from it: a causal LM or a reward model."""
     return str(check_model_path(name, "reward_init", probe_hub=probe_hub))
+
+
+def check_config_models(models: Iterable[tuple[str, str | os.PathLike | None, ModelRole]], probe_hub: bool = True) -> None:
+    """Check every model a config names, each for its role, before a stage writes anything.
+
+    `models` are (config key, name, role) triples; an empty name (an optional model
+    left unset) is skipped. The first bad one raises its ModelLoadError (or
+    HubUnreachableError) with the key in front of the one line, e.g.
+    `policy: runs/x/rm_safety/model is a reward model (...), not a causal LM; ...`.
+    """
+    for key, name, role in models:
+        if name is None or str(name) == "":
+            continue
+        try:
+            check_model_path(name, role, probe_hub=probe_hub)
+        except ModelLoadError as exc:
+            raise type(exc)(f"{key}: {exc}") from None
 
 
 def check_model_path(name: str | os.PathLike, role: ModelRole, probe_hub: bool = True) -> str | Path:

@@ -35,9 +35,10 @@ def synthesize_main(argv: Sequence[str]) -> int:
     def go() -> int:
         from core.config import load_config
         from core.io import atomic_write_json
-        from gatt.train import DATA, load_policy, synthesize_data
+        from gatt.train import DATA, check_models, load_policy, synthesize_data
 
         config = load_config(GattConfig, args.config, args.overrides)
+        check_models(config)  # the model and the ranking RMs, one line naming the key
         out = Path(args.out) if args.out else Path(config.output_dir) / DATA
         model, tokenizer = load_policy(config.model, config)
         stats = synthesize_data(config, model, tokenizer, out)
@@ -58,10 +59,12 @@ def eval_main(argv: Sequence[str]) -> int:
 
     def go() -> int:
         from core.config import load_config
+        from core.model_paths import check_config_models
         from gatt.evaluate import EVAL_JSON, evaluate_models, table_markdown
         from gatt.train import eval_cases, load_policy
 
         config = load_config(GattConfig, args.config, args.overrides)
+        check_config_models([("--baseline", args.baseline, "policy"), ("--model", args.model, "policy")])
         out = Path(args.out) if args.out else Path(config.output_dir) / "eval"
         models = {}
         if args.baseline:

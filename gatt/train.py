@@ -22,6 +22,7 @@ from core.config import config_to_dict
 from core.device import resolve_device
 from core.errors import ConfigError, RLHFError
 from core.io import atomic_write_json, write_jsonl
+from core.model_paths import check_config_models
 from core.models import load_causal_lm, load_tokenizer
 from core.run import StageRun
 from gatt.config import GattConfig
@@ -45,7 +46,7 @@ def stage_inputs(config: GattConfig) -> dict:
         if source != "toyworld":
             inputs[name] = source
     inputs.update(instruction_files(config))
-    if config.synthesis.ranking.by == "reward_model" or (config.eval.policy.enabled and config.reward_models.configured):
+    if uses_reward_models(config):
         inputs["helpfulness_rm"] = config.reward_models.helpfulness
         inputs["safety_rm"] = config.reward_models.safety
     return inputs
@@ -149,9 +150,26 @@ def eval_cases(config: GattConfig):
     return make_cases(dialogues, instructions, e.seed)
 
 
+def uses_reward_models(config: GattConfig) -> bool:
+    """Whether the stage scores with `reward_models` (ranking the samples, or the policy evaluation)."""
+    return config.synthesis.ranking.by == "reward_model" or (config.eval.policy.enabled and config.reward_models.configured)
+
+
+def check_models(config: GattConfig) -> None:
+    """`model` is a causal LM and, when the stage scores with them, both `reward_models`
+    one-output reward models, with complete weight files; a bad one is one line naming
+    the key and the path. Loads nothing."""
+    check_config_models([("model", config.model, "policy")])
+    if uses_reward_models(config):
+        from reward.gated import check_reward_models
+
+        check_reward_models(config.reward_models)
+
+
 def check_inputs(config: GattConfig) -> None:
-    """Fail before the run folder is touched when an input is bad: the model's tokenizer and
-    chat template, the dialogue files (every record is checked), the ranking reward models."""
+    """Fail before the run folder is touched when an input is bad: the models (`check_models`),
+    the model's tokenizer and chat template, the dialogue files (every record is checked)."""
+    check_models(config)
     load_tokenizer(config.model, chat_template=config.chat_template)
     d, e = config.dialogues, config.eval
     instructions = train_instructions(config)
@@ -166,10 +184,6 @@ def check_inputs(config: GattConfig) -> None:
     load_dialogues(d.source, "train", d.n, d.n_turns, d.seed)
     if e.enabled:
         load_dialogues(e.dialogues_source, "heldout", e.n_dialogues, e.n_turns, e.seed)
-    if config.synthesis.ranking.by == "reward_model" or (config.eval.policy.enabled and config.reward_models.configured):
-        from reward.gated import check_reward_models
-
-        check_reward_models(config.reward_models)
 
 
 # ---------------------------------------------------------------- the stage

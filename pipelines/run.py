@@ -39,6 +39,7 @@ from core.config import StrictModel, deep_merge, load_config, read_yaml, validat
 from core.evaluation import HeldoutEval
 from core.generation import SamplingConfig
 from core.io import atomic_write_json, write_jsonl
+from core.model_paths import check_config_models
 from core.models import DType
 from core.run import StageRun
 from pipelines.config import EvaluationSpec, PipelineConfig, RefreshSpec, StageRef
@@ -95,6 +96,9 @@ def evaluate_model(config: EvalStageConfig, out: Path) -> dict:
                                                 **({"start_model": config.start_model} if config.start_model else {})})
     if run.is_complete():
         return json.loads((out / "eval.json").read_text())["row"]
+    where = f"eval {config.version}"
+    check_config_models([(f"{where}: model", config.model, "policy"), (f"{where}: start_model", config.start_model, "policy"),
+                         *((f"{where}: reward_models.{kind}", path, "reward_model") for kind, path in (config.reward_models or {}).items())])
     with run:
         models = {"start": config.start_model, config.version: config.model} if config.start_model else {config.version: config.model}
         rms = RewardModelsSection(**config.reward_models) if config.reward_models else None
@@ -211,6 +215,7 @@ def collect_preferences(config: CollectConfig, out: Path) -> Path:
     run = StageRun(out, "preference_collection", config, inputs={"model": config.model})
     if run.is_complete():
         return pairs_path
+    check_config_models([(f"pairs {config.version}: model", config.model, "policy")])
     with run:
         model, tokenizer = load_model_and_tokenizer(config.model, dtype=refresh.dtype)
         prompts = load_prompt_source(refresh.prompts, "train", refresh.n_prompts, config.seed + 1)
@@ -360,6 +365,7 @@ class Pipeline:
         return configs
 
     def check_configs(self) -> None:
+        check_config_models([("base_model", self.config.base_model, "policy")])  # before the run folder is made
         self.stage_configs()
 
     # -- the stages ------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from core.errors import ConfigError
+from core.errors import ConfigError, ModelLoadError
 from core.models import load_causal_lm, load_tokenizer, resolve_model_path, torch_dtype
 
 POLICY_ADAPTER = "policy"
@@ -48,7 +48,7 @@ def _critic_from_rm(path: str, dtype, device) -> Critic:
 
     rm = AutoModelForSequenceClassification.from_pretrained(resolve_model_path(path), dtype=dtype, use_safetensors=True)
     if rm.config.num_labels != 1:
-        raise ConfigError(f"reward_models.helpfulness {path}: a reward model has one output, this one has {rm.config.num_labels}")
+        raise ModelLoadError(f"reward_models.helpfulness: {path}: a reward model has one output, this one has {rm.config.num_labels}")
     body = rm.model if hasattr(rm, "model") else rm.base_model
     head = rm.score
     return Critic(body, head).to(device)

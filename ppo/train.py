@@ -40,6 +40,7 @@ from core.errors import NumericError, RLHFError
 from core.evaluation import answer_prompts, compare, model_summary, score_answers
 from core.generation import generate_batch
 from core.io import atomic_write_json
+from core.model_paths import check_config_models
 from core.models import resolve_model_path, save_model
 from core.run import StageRun
 from core.sources import gold_judge, is_toyworld, load_prompt_source
@@ -80,15 +81,27 @@ class RunInterrupted(RLHFError):
 # ------------------------------------------------------------------- inputs
 
 
+def check_models(config: PPOConfig) -> None:
+    """`model.policy` is a causal LM and both `reward_models` one-output reward models,
+    with complete weight files; a bad one is one line naming the key and the path
+    (and the right path where there is one). Loads nothing."""
+    check_config_models([("model.policy", config.model.policy, "policy")])
+    check_reward_models(config.reward_models)
+
+
+def load_prompts(config: PPOConfig) -> tuple[list[dict], list[dict]]:
+    """The training and held-out prompts (every record checked)."""
+    prompts = load_prompt_source(config.data.prompts, "train", config.data.n_prompts, config.data.seed)
+    heldout = load_prompt_source(config.eval.prompts, "heldout", config.eval.n_prompts, config.eval.seed)
+    return prompts, heldout
+
+
 def check_inputs(config: PPOConfig) -> tuple[list[dict], list[dict]]:
     """The training and held-out prompts, after checking every input that can be checked
     without loading a model; called before the run folder is touched, so bad input
     leaves it as it was."""
-    resolve_model_path(config.model.policy)
-    check_reward_models(config.reward_models)
-    prompts = load_prompt_source(config.data.prompts, "train", config.data.n_prompts, config.data.seed)
-    heldout = load_prompt_source(config.eval.prompts, "heldout", config.eval.n_prompts, config.eval.seed)
-    return prompts, heldout
+    check_models(config)
+    return load_prompts(config)
 
 
 # Settings that may change between a run and its resumption (they do not change the result).
@@ -190,10 +203,11 @@ def heldout_row(evaluation: dict) -> dict:
 def run(config: PPOConfig) -> Path:
     accelerator = Accelerator()
     out = Path(config.output_dir)
+    check_models(config)  # first: stage_inputs resolves the policy, and nothing may be written before
     stage = StageRun(out, "ppo", config, inputs=stage_inputs(config), tensorboard=config.tensorboard)
     complete = stage.is_complete()
     if not complete:
-        prompts, heldout = check_inputs(config)
+        prompts, heldout = load_prompts(config)
     accelerator.wait_for_everyone()  # every process reads the manifest before the main one rewrites it
     if complete:
         if accelerator.is_main_process:

@@ -224,6 +224,7 @@ def run(config: SFTConfig) -> Path:
     from accelerate import PartialState
     from transformers import set_seed
 
+    from core.model_paths import check_config_models
     from core.models import load_causal_lm, load_tokenizer, save_model
 
     # cpu=True when no GPU: under `accelerate launch` on a CPU box this joins the gloo group
@@ -232,8 +233,14 @@ def run(config: SFTConfig) -> Path:
     model_dir = out / "model"
 
     # 1. Run folder: skip a finished run, resume a stopped one, start fresh otherwise.
-    #    The tokenizer (model folder, chat template) and the data are checked before
-    #    anything is written: bad input is an error that leaves the folder as it was.
+    #    The model (its kind and weight files), the tokenizer (chat template) and the data
+    #    are checked before anything is written: bad input is an error that leaves the
+    #    folder as it was. The model first: stage_inputs writes the toyworld file.
+    check_config_models([("model.name", config.model.name, "policy")])
+    if config.eval.enabled and config.reward_models.configured:  # scored with after training
+        from reward.gated import check_reward_models
+
+        check_reward_models(config.reward_models)
     tokenizer = load_tokenizer(config.model.name, config.model.chat_template, config.model.trust_remote_code)
     inputs = stage_inputs(config)
     stage = StageRun(out, STAGE, config, inputs=inputs, tensorboard=config.tensorboard)

@@ -10,6 +10,7 @@ import pytest
 
 import core.generation
 import core.models
+import pipelines.run
 from pipelines.config import RefreshSpec
 from pipelines.run import CollectConfig, collect_preferences
 from toyworld import tables, tasks
@@ -21,6 +22,7 @@ REFUSAL, COMPLIANCE = "I'm sorry, but I can't help with that.", tables.HARMFUL_C
 def fixed_answers(monkeypatch):
     """Temperature 0.7 answers refuse, temperature 1.2 answers comply, on every prompt."""
     monkeypatch.setattr(core.models, "load_model_and_tokenizer", lambda *args, **kwargs: (None, None))
+    monkeypatch.setattr(pipelines.run, "check_config_models", lambda models: None)  # "fixed" is no model folder
 
     def generate(model, tokenizer, conversations, sampling, description=""):
         return [REFUSAL if sampling.temperature < 1 else COMPLIANCE for _ in conversations]
