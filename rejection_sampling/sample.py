@@ -81,13 +81,14 @@ def load_prompts(config: RSConfig) -> list[dict]:
 
 
 def check_inputs(config: RSConfig) -> None:
-    """Fail before anything is written when a model folder or a pool folder is not what it should be."""
-    from core.models import resolve_model_path
+    """Fail before anything is written when a model or a pool folder is not what it should be:
+    the policy and init_model must be causal LMs (a reward-model folder, a stage folder, an
+    unmerged adapter or a corrupt weight file is one line naming the key and the path), both
+    reward models one-output reward models, every pool shard readable. Loads no model."""
+    from core.model_paths import check_config_models
     from reward.gated import check_reward_models
 
-    resolve_model_path(config.policy)
-    if config.init_model:
-        resolve_model_path(config.init_model)
+    check_config_models([("policy", config.policy, "policy"), ("init_model", config.init_model, "policy")])
     check_reward_models(config.reward_models)
     for pool_dir in config.pool_dirs:
         read_samples(pool_dir)  # every shard parses and holds the fields pooling needs
@@ -269,9 +270,10 @@ def run(config: RSConfig, after_shard: Callable[[int], None] | None = None) -> P
             print(f"[rs] {out} is complete with this config and these inputs; skipping")
         return result_model(config)
 
-    # 2. prompts, and the other inputs checked before the run folder is touched ----------
-    prompts = load_prompts(config)
+    # 2. models, pools and prompts, checked before the run folder is touched -------------
+    #    (constructing the StageRun and asking is_complete only read the folder)
     check_inputs(config)
+    prompts = load_prompts(config)
     state.wait_for_everyone()  # every process has read the old manifest before it changes
 
     with stage if main else _Follower() as stage:

@@ -210,6 +210,7 @@ def run(config: RewardConfig) -> Path:
     from accelerate import PartialState
     from datasets import Dataset
 
+    from core.model_paths import check_config_models
     from core.models import load_tokenizer, save_model
     from core.run import StageRun
     from reward.data_mix import mix_pairs, mix_summary
@@ -226,8 +227,10 @@ def run(config: RewardConfig) -> Path:
         if state.is_main_process:
             print(f"[reward] {out} is complete and up to date; skipping")
         return out / "model"
-    # 2. data + the paper's mix for this RM, tokenized with the RM's template. Checked
-    #    before the run folder is touched: bad input leaves it as it was.
+    # 2. init model (its kind and weight files), data + the paper's mix for this RM,
+    #    tokenized with the RM's template. Checked before the run folder is touched: bad
+    #    input leaves it as it was.
+    check_config_models([("init_model", config.init_model, "reward_init")])
     tokenizer = load_tokenizer(config.init_model, chat_template=config.chat_template)
     tokenizer.padding_side = "right"  # the collator and the scorer pad on the right
     load_reports: list = []
