@@ -6,12 +6,16 @@ outside `toyworld/` that imports toyworld, and only when a config names it, so a
 run on the user's own files never loads it.
 
     load_prompt_source(source, split, n, seed)   prompt records (RLHF and held-out prompts)
+    toyworld_preference_pairs(split, n, seed)    toyworld's preference pairs (reward models)
+    toyworld_gold_agreement(pairs)               its noise-free judge on them (RM accuracy ceiling)
+    toyworld_dialogues(split, n, n_turns, seed)  toyworld's multi-turn dialogues (GAtt)
     load_sft_source(source, n, seed, ...)        SFT conversations
     gold_judge(source)                           toyworld's gold judges, or None
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,21 +28,38 @@ def is_toyworld(source: str | None) -> bool:
     return source == TOYWORLD
 
 
-def load_prompt_source(source: str, split: str = "train", n: int | None = None, seed: int = 0) -> list[dict]:
+def load_prompt_source(source, split: str = "train", n: int | None = None, seed: int = 0, *,
+                       report=None, key: str | None = None) -> list[dict]:
     """Prompt records `{"messages", "category", "id", ...}` with unique ids.
+
+    `source` is a name (`toyworld`, a file, a folder or a hub dataset) or a section
+    with `source` and the per-source keys of `core.data.PromptSourceKeys` (adapter,
+    split, data_dir, subset, category, on_bad, limit), e.g. RS's `prompts`.
 
     toyworld: its `train` split, or for `heldout` the evaluation set (the held-out
     mix plus every held-out borderline prompt), `n` of them drawn with `seed`.
-    A file: its first `n` records (None: all), checked against the prompt schema.
+    Anything else is read through `core.data` in any prompt format (prompt records,
+    HH-RLHF transcripts give their shared turns, PKU-SafeRLHF and UltraFeedback their
+    prompts, ...) with the section's keys (a bare name: the defaults, split `train`),
+    then its first `n` prompts are kept (None: all). `report` (a `core.data.LoadReport`)
+    gets what was read and left out; `key` (e.g. `prompts`) names the config section in
+    format errors.
     """
+    keys = None
+    if not isinstance(source, (str, os.PathLike)):
+        keys, source = source, source.source
+    source = os.fspath(source)
     if is_toyworld(source):
         from toyworld.world import build_eval_prompts, build_prompts
 
         prompts = build_eval_prompts(n or 120, seed=seed) if split == "heldout" else build_prompts(split, n=n, seed=seed)
     else:
-        from core.data import load_prompts
+        from core.data import PromptSourceKeys, load_source
 
-        prompts = load_prompts(source)[:n] if n is not None else load_prompts(source)
+        located = load_source("prompts", source, keys if keys is not None else PromptSourceKeys(), report=report,
+                              adapter_key=f"{key}.adapter" if key else "adapter")
+        prompts = [row for _, row in located]
+        prompts = prompts[:n] if n is not None else prompts
     if not prompts:
         raise DataError("no prompts", path=source)
     seen: set[str] = set()
@@ -54,6 +75,27 @@ def toyworld_sft_examples(n: int, seed: int, family_weights: dict[str, float] | 
     from toyworld.world import build_sft_examples
 
     return build_sft_examples("train", n=n, seed=seed, weights=family_weights)
+
+
+def toyworld_preference_pairs(split: str, n: int, seed: int) -> list[dict]:
+    """toyworld's templated preference pairs of `split` (`train` or `heldout`), in the canonical schema."""
+    from toyworld.world import build_preference_pairs
+
+    return build_preference_pairs(split, n, seed)
+
+
+def toyworld_gold_agreement(pairs: list[dict]) -> list[float]:
+    """Per toyworld pair, 1 where its noise-free judge prefers the chosen answer, 0.5 for a tie, else 0."""
+    from toyworld.annotators import gold_agreement
+
+    return [gold_agreement(pair) for pair in pairs]
+
+
+def toyworld_dialogues(split: str, n: int, n_turns: int, seed: int) -> list[dict]:
+    """toyworld's multi-turn dialogues `{"id", "messages"}` of `split` (GAtt)."""
+    from toyworld.world import build_dialogues
+
+    return build_dialogues(split, n, n_turns, seed)
 
 
 def check_toyworld_family_weights(weights: dict[str, float] | None) -> None:

@@ -125,12 +125,16 @@ def plot_rm(run_dir: Path, folders: list[Path], out: Path) -> Path | None:
         if path.is_file():
             full = json.loads(path.read_text())
             kind = full.get("kind")
-            by_rating = _accuracy_by_rating(full.get("toyworld", full), kind)
-            if by_rating:
-                bars.append((_label(run_dir, folder) + (f" ({kind} pairs)" if kind else ""), by_rating))
+            # the user's held-out pairs (eval_data) and toyworld's, each a bar group
+            tables = [(key, full[key]) for key in ("heldout", "toyworld") if isinstance(full.get(key), dict)] or [(None, full)]
+            for key, table in tables:
+                by_rating = _accuracy_by_rating(table, kind)
+                pairs = " ".join(filter(None, [{"heldout": "held-out", "toyworld": "toyworld"}.get(key), kind]))
+                if by_rating:
+                    bars.append((_label(run_dir, folder) + (f" ({pairs} pairs)" if pairs else ""), by_rating))
     if not bars:
         return None
-    ratings = list(bars[0][1])
+    ratings = list(dict.fromkeys(rating for _, by_rating in bars for rating in by_rating))
     fig, axis = plt.subplots(figsize=(6.5, 3.8))
     width = 0.8 / len(bars)
     for i, (name, by_rating) in enumerate(bars):

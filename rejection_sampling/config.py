@@ -14,18 +14,34 @@ from typing import ClassVar, Literal
 from pydantic import model_validator
 
 from core.config import StrictModel
+from core.data.sources import PromptSourceKeys
 from core.evaluation import HeldoutEval
 from core.models import LoraSettings
+from core.sources import is_toyworld
 from reward.gated import RS_RENAMED, RewardModelsSection
 from sft.config import FamilyWeights, TrainingSection
 
 
-class PromptsSection(StrictModel):
-    # `toyworld` builds toyworld's train-split prompts; otherwise a local JSONL file
-    # of Prompt records `{"messages", "category", "id"}` (category is IS_SAFETY(p)).
+class PromptsSection(PromptSourceKeys):
+    """The prompts to sample from: `toyworld` (its train-split prompts), or a file, a
+    folder or a hub dataset in any prompt format core.data reads (prompt records
+    `{"messages", "category", "id"}`, HH-RLHF transcripts, PKU-SafeRLHF, UltraFeedback,
+    prompt/chosen/rejected pairs: their prompts). The source keys every stage shares
+    (core.data.sources) are inherited: adapter, split, data_dir, subset, category
+    (IS_SAFETY(p) for rows that carry none), on_bad, limit (rows read)."""
+
     source: str = "toyworld"
-    n: int | None = 80  # toyworld prompts built, or the first N rows of the file (None: all)
-    seed: int = 0
+    n: int | None = 80  # toyworld prompts built, or the first N prompts of the source (None: all)
+    seed: int = 0  # toyworld's draw
+
+    @model_validator(mode="after")
+    def _toyworld_takes_no_file_keys(self) -> PromptsSection:
+        if is_toyworld(self.source):
+            file_keys = sorted(set(self.model_fields_set) & set(PromptSourceKeys.model_fields))
+            set_keys = [key for key in file_keys if getattr(self, key) != PromptSourceKeys.model_fields[key].default]
+            if set_keys:
+                raise ValueError(f"source toyworld takes only 'n' and 'seed' (the other keys are for files and hub datasets), got: {', '.join(set_keys)}")
+        return self
 
 
 class RSConfig(StrictModel):

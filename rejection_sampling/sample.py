@@ -77,7 +77,7 @@ def load_prompts(config: RSConfig) -> list[dict]:
     """Step 2: Prompt records `{"messages", "category", "id", ...}`, ids unique."""
     from core.sources import load_prompt_source
 
-    return load_prompt_source(config.prompts.source, "train", config.prompts.n, config.prompts.seed)
+    return load_prompt_source(config.prompts, "train", config.prompts.n, config.prompts.seed, key="prompts")
 
 
 def check_inputs(config: RSConfig) -> None:

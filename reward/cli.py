@@ -3,6 +3,7 @@
     rlhf reward train --config configs/reward/quickstart.yaml kind=safety init_model=runs/sft/model output_dir=runs/rm_safety
     rlhf reward eval --model runs/rm_safety/model --data toyworld
     rlhf reward eval --model runs/rm_safety/model --data ../shared/data/hh-rlhf-harmless/test.jsonl.gz --adapter hh-rlhf --limit 300
+    rlhf reward eval --model runs/rm_safety/model --data Anthropic/hh-rlhf --data-dir harmless-base --split test --category safety
 """
 
 from __future__ import annotations
@@ -23,27 +24,32 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from reward.scorer import RewardScorer
 
     scorer = RewardScorer(args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
-    load_report = None
+    load_report, agreement = None, None
     if args.data == "toyworld":
-        from toyworld.annotators import gold_agreement
-        from toyworld.world import build_preference_pairs
+        from core.sources import toyworld_gold_agreement, toyworld_preference_pairs
 
-        pairs = build_preference_pairs("heldout", args.n, args.seed)
+        pairs = toyworld_preference_pairs("heldout", args.n, args.seed)
+        pairs = pairs if args.limit is None else pairs[: args.limit]
+        # toyworld knows each pair's noise-free judgement: report that judge's accuracy too
+        agreement = toyworld_gold_agreement(pairs)
         name = "toyworld_heldout"
     else:
         from core.data import LoadReport, load_preferences
 
         load_report = LoadReport()
-        pairs = load_preferences(args.data, adapter=args.adapter, on_bad=args.on_bad, report=load_report)
-        name = Path(args.data).name.split(".")[0] if Path(args.data).exists() else args.data.replace("/", "_")
-    if args.limit is not None:
-        pairs = pairs[: args.limit]
-    # toyworld knows each pair's noise-free judgement: report that judge's accuracy too
-    agreement = [gold_agreement(pair) for pair in pairs] if args.data == "toyworld" else None
+        # --limit is a source's `limit`: rows past it are not read, so a bad one there cannot stop the run
+        pairs = load_preferences(args.data, adapter=args.adapter, category=args.category, split=args.split,
+                                 data_dir=args.data_dir, subset=args.subset, on_bad=args.on_bad, limit=args.limit,
+                                 report=load_report)
+        if Path(args.data).exists():
+            name = Path(args.data).name.split(".")[0]
+        else:
+            name = "_".join([args.data.replace("/", "_"), *filter(None, [args.data_dir, args.subset])])
     out = Path(args.out) if args.out else Path(args.model).parent / "eval"
     result = evaluate_pairs(scorer, pairs, out, name=name, threshold=args.threshold, max_length=args.max_length,
                             judge_agreement=agreement)
-    payload = {"model": str(args.model), "data": args.data, "adapter": args.adapter, "limit": args.limit, name: result}
+    payload = {"model": str(args.model), "data": args.data, "adapter": args.adapter, "category": args.category,
+               "split": args.split, "data_dir": args.data_dir, "subset": args.subset, "limit": args.limit, name: result}
     if load_report is not None:
         payload["load_report"] = asdict(load_report)  # what was read, and every bad record left out
     atomic_write_json(out / "eval.json", payload)
@@ -72,11 +78,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev = sub.add_parser("eval", help="accuracy per rating and category, safety precision/recall, histograms -> eval.json")
     ev.add_argument("--model", required=True, help="a reward-model folder")
     ev.add_argument("--data", default="toyworld", help="toyworld (held-out pairs), a file, or a hub dataset")
-    ev.add_argument("--adapter", default=None, help="format adapter, e.g. hh-rlhf")
+    ev.add_argument("--adapter", default=None, help="format adapter, e.g. hh-rlhf (default: detected)")
+    ev.add_argument("--category", choices=["helpfulness", "safety"], default=None,
+                    help="the category of pairs that carry none (HH-RLHF: instead of the guess from the file name; "
+                         "PKU-SafeRLHF: keep only that pair), as a source's `category` key")
+    ev.add_argument("--split", default="train", help="split of a folder or hub dataset (default: train)")
+    ev.add_argument("--data-dir", default=None, help="folder of a hub dataset, e.g. harmless-base (a source's `data_dir`)")
+    ev.add_argument("--subset", default=None, help="config of a hub dataset (a source's `subset`)")
     ev.add_argument("--out", default=None, help="output folder (default: MODEL/../eval)")
     ev.add_argument("--n", type=int, default=300, help="toyworld: number of held-out pairs")
     ev.add_argument("--seed", type=int, default=1234, help="toyworld: seed of the held-out pairs")
-    ev.add_argument("--limit", type=int, default=None, help="evaluate only the first N pairs")
+    ev.add_argument("--limit", type=int, default=None,
+                    help="evaluate only the first N pairs (rows past them are not read, nor checked)")
     ev.add_argument("--on-bad", choices=["error", "skip"], default="error",
                     help="a malformed record in --data: stop with an error naming its line (default), or "
                          "leave it out and list it in eval.json's load_report")

@@ -26,8 +26,8 @@ class DataSource(PreferenceSourceKeys):
 
     The keys of how to read it are the ones every stage shares (`core.data.sources`):
     `adapter` (format, detected when unset: plain, hh-rlhf, pku-saferlhf, ultrafeedback,
-    implicit-prompt, canonical), `split`, `category` (for pairs that carry none; beats
-    HH-RLHF's file-name guess), `default_rating` (unrated pairs; unset: the config's
+    implicit-prompt, canonical), `split`, `data_dir` and `subset` (a hub dataset's folder
+    and config), `category` (for pairs that carry none; beats HH-RLHF's file-name guess), `default_rating` (unrated pairs; unset: the config's
     `default_rating`), `rating_thresholds` (score gaps of scored data), `on_bad`
     (`error`, or `skip`: bad rows left out, counted and listed in the stage folder's
     `data_report.json`) and `limit` (at most this many pairs, the first ones).
@@ -70,7 +70,13 @@ class RewardConfig(StrictModel):
     default_rating: Rating = "better"  # for sources without a rating
     mix: DataMix = DataMix()
     max_length: int = 512  # longer pairs are counted, reported and left out
-    eval_pairs: int = 300  # held-out toyworld pairs for eval.json (0: no eval)
+    # Held-out evaluation -> eval.json: accuracy per rating and per category (the paper's
+    # Table 8) and the safety precision/recall at the Llama 2 gate threshold, on
+    # `eval_data`: the user's held-out pairs, sources with the same keys as `data`
+    # (eval.json's "heldout"). toyworld's held-out pairs are evaluated only when `data`
+    # includes toyworld: `eval_pairs` of them (0: none), eval.json's "toyworld".
+    eval_data: list[DataSource] = []
+    eval_pairs: int = 300
     eval_seed: int = 1234
 
     # -- loss ----------------------------------------------------------------
@@ -104,3 +110,15 @@ class RewardConfig(StrictModel):
     save_steps: int = 200  # checkpoints for resume; removed once the model is saved
     tensorboard: bool = False
     eval_batch_size: int = 16
+
+    @model_validator(mode="after")
+    def _eval_data_is_held_out_files(self) -> RewardConfig:
+        for index, source in enumerate(self.eval_data):
+            if source.source == "toyworld":
+                raise ValueError(f"eval_data[{index}]: toyworld's held-out pairs are not a source here; "
+                                 "they are evaluated when `data` includes toyworld (`eval_pairs` of them)")
+        return self
+
+    @property
+    def trains_on_toyworld(self) -> bool:
+        return any(source.source == "toyworld" for source in self.data)

@@ -12,7 +12,9 @@ Flat recipe, numbered steps:
    the `margin` column (loss `-log sigma(r_c - r_r - m)`, `reward.losses.ranking_loss`),
    resuming from the last checkpoint of an interrupted run;
 5. save the RM folder `OUT/model` (tokenizer and chat template alongside);
-6. evaluate on held-out toyworld pairs -> `OUT/eval.json`;
+6. evaluate on held-out pairs -> `OUT/eval.json`: the user's (`eval_data`, key
+   "heldout") and toyworld's when it trains on toyworld (key "toyworld"): accuracy per
+   rating and category (Table 8), safety precision/recall at the gate threshold;
 7. manifest: status, data counts, outputs.
 
 Under `accelerate launch` every process trains; only the main process writes.
@@ -33,28 +35,29 @@ from reward.config import RewardConfig
 STAGE = "reward"
 
 
-def load_pairs(config: RewardConfig, split: str = "train", reports: list | None = None) -> list[dict]:
-    """All preference pairs of the configured sources (toyworld: the `split` split).
+def load_pairs(config: RewardConfig, split: str = "train", reports: list | None = None, key: str = "data") -> list[dict]:
+    """All preference pairs of the sources under `key` (`data`, or `eval_data` for the
+    held-out pairs); toyworld: its `split` split.
 
-    A file or hub source is read with its own keys (adapter, split, category,
-    default_rating, rating_thresholds, on_bad, limit; `core.data.sources`). `reports`,
-    when given, gets one `core.data.LoadReport` per source: rows read, loaded, and the
-    bad ones `on_bad: skip` left out, which `run` writes to `data_report.json`."""
+    A file or hub source is read with its own keys (adapter, split, data_dir, subset,
+    category, default_rating, rating_thresholds, on_bad, limit; `core.data.sources`).
+    `reports`, when given, gets one `core.data.LoadReport` per source: rows read, loaded,
+    and the bad ones `on_bad: skip` left out, which `run` writes to `data_report.json`."""
     from core.data import LoadReport, load_source
 
     pairs: list[dict] = []
-    for index, source in enumerate(config.data):
+    for index, source in enumerate(getattr(config, key)):
         report = LoadReport(source=source.source)
         if source.source == "toyworld":
-            from toyworld.world import build_preference_pairs
+            from core.sources import toyworld_preference_pairs
 
             n = config.toyworld_pairs if source.limit is None else min(source.limit, config.toyworld_pairs)
-            rows = build_preference_pairs(split, n, config.seed)
+            rows = toyworld_preference_pairs(split, n, config.seed)
             report.adapter, report.n_records = "toyworld", len(rows)
             report.n_read = report.n_loaded = len(rows)
         else:
             located = load_source("preferences", source.source, source, report=report,
-                                  adapter_key=f"data[{index}].adapter", default_rating=config.default_rating)
+                                  adapter_key=f"{key}[{index}].adapter", default_rating=config.default_rating)
             rows = [row for _, row in located]
         if reports is not None:
             reports.append(report)
@@ -206,6 +209,64 @@ def trainer_args(config: RewardConfig, checkpoints: Path, n_rows: int, num_proce
     )
 
 
+def own_accuracy(table: dict, kind: str, key: str = "accuracy") -> float | None:
+    """Accuracy on the pairs of the RM's own guideline (the paper's Table 8), else on all pairs.
+    An RM is judged on its own guideline's pairs: on the other one's it is wrong by design
+    where the two guidelines disagree."""
+    return table["per_category"].get(kind, table["overall"])[key]
+
+
+def evaluate_heldout(config: RewardConfig, model, tokenizer, model_dir: Path, eval_data: list[dict], eval_reports: list,
+                     active) -> dict | None:
+    """Step 6: `eval.json` with the user's held-out pairs (`eval_data`) under "heldout" and,
+    when the RM trains on toyworld, `eval_pairs` of toyworld's held-out pairs under
+    "toyworld" (with its noise-free judge's ceiling); each holds accuracy overall, per
+    rating, per category and per category x rating, and the safety precision/recall at
+    the Llama 2 gate threshold (pairs with `chosen_safe`/`rejected_safe` labels).
+    Returns what was written (None: nothing to evaluate on)."""
+    from core.data import data_report
+    from core.io import atomic_write_json
+    from reward.evaluate import SAFETY_THRESHOLD, evaluate_pairs
+    from reward.scorer import RewardScorer
+
+    out = Path(config.output_dir)
+    result: dict = {"model": str(model_dir), "kind": config.kind}
+    if not eval_data and not (config.trains_on_toyworld and config.eval_pairs > 0):
+        print("[reward] no held-out evaluation: set eval_data to held-out pairs for eval.json")
+        return None
+    scorer = RewardScorer.from_model(model.eval(), tokenizer, batch_size=config.eval_batch_size)
+    if eval_data:
+        table = evaluate_pairs(scorer, eval_data, out, name=f"{config.kind}_eval_data", threshold=SAFETY_THRESHOLD,
+                               max_length=config.max_length)
+        result["heldout"] = {**table, "sources": [source.source for source in config.eval_data],
+                             "load_report": data_report(eval_reports)}
+        own, every = own_accuracy(table, config.kind), table["overall"]["accuracy"]
+        active.extra["heldout_accuracy"], active.extra["heldout_accuracy_all_pairs"] = own, every
+        by_rating = ", ".join(f"{rating} {value['accuracy']:.3f}" for rating, value in table["per_rating"].items())
+        print(f"[reward] held-out accuracy (eval_data, {table['overall']['n']} pairs) on {config.kind} pairs {own:.3f}, "
+              f"on all pairs {every:.3f}; by rating: {by_rating}")
+        safety = table["safety"]
+        if safety is not None:
+            print(f"[reward] safety @ {safety['threshold']}: precision {safety['precision']}, recall {safety['recall']} "
+                  f"(n={safety['n']}, unsafe={safety['n_unsafe']})")
+    if config.trains_on_toyworld and config.eval_pairs > 0:
+        from core.sources import toyworld_gold_agreement, toyworld_preference_pairs
+
+        pairs = toyworld_preference_pairs("heldout", config.eval_pairs, config.eval_seed)
+        table = evaluate_pairs(scorer, pairs, out, name=f"{config.kind}_heldout",
+                               judge_agreement=toyworld_gold_agreement(pairs))
+        result["data"], result["toyworld"] = "toyworld:heldout", table
+        own, ceiling = own_accuracy(table, config.kind), own_accuracy(table["judge_ceiling"], config.kind)
+        prefix = "toyworld_" if eval_data else ""  # the user's held-out pairs come first
+        active.extra[f"{prefix}heldout_accuracy"] = own
+        active.extra[f"{prefix}heldout_accuracy_all_pairs"] = table["overall"]["accuracy"]
+        print(f"[reward] held-out toyworld accuracy on {config.kind} pairs {own:.3f} (noise-free judge: {ceiling:.3f}); "
+              f"on all pairs {table['overall']['accuracy']:.3f}")
+    atomic_write_json(out / "eval.json", result)
+    active.add_output("eval", out / "eval.json")
+    return result
+
+
 def run(config: RewardConfig) -> Path:
     from accelerate import PartialState
     from datasets import Dataset
@@ -214,15 +275,14 @@ def run(config: RewardConfig) -> Path:
     from core.models import load_tokenizer, save_model
     from core.run import StageRun
     from reward.data_mix import mix_pairs, mix_summary
-    from reward.evaluate import evaluate_pairs
-    from reward.scorer import RewardScorer
 
     out = Path(config.output_dir)
     state = PartialState()
 
     # 1. run folder: skip when done and unchanged; only the main process writes.
     stage = StageRun(out, STAGE, config, inputs={"init_model": config.init_model, **{
-        f"data_{i}": s.source for i, s in enumerate(config.data) if s.source != "toyworld"}}, tensorboard=config.tensorboard)
+        f"data_{i}": s.source for i, s in enumerate(config.data) if s.source != "toyworld"}, **{
+        f"eval_data_{i}": s.source for i, s in enumerate(config.eval_data)}}, tensorboard=config.tensorboard)
     if stage.is_complete():
         if state.is_main_process:
             print(f"[reward] {out} is complete and up to date; skipping")
@@ -243,6 +303,12 @@ def run(config: RewardConfig) -> Path:
     rows, overlong = tokenize_pairs(tokenizer, mixed, config.margin, config.max_length)
     if not rows:
         raise DataError(f"all {len(mixed)} pairs are longer than max_length={config.max_length} tokens", field="max_length")
+    # the user's held-out pairs, read now so that a bad row stops the run before training
+    eval_reports: list = []
+    eval_data = load_pairs(config, reports=eval_reports, key="eval_data") if config.eval_data else []
+    if eval_data and not tokenize_pairs(tokenizer, eval_data, "none", config.max_length)[0]:
+        raise DataError(f"all {len(eval_data)} eval_data pairs are longer than max_length={config.max_length} tokens",
+                        field="eval_data")
     per_step = config.per_device_batch_size * state.num_processes
     if config.batch_size % per_step:
         raise DataError(
@@ -257,10 +323,11 @@ def run(config: RewardConfig) -> Path:
             active.extra["data"] = {"loaded": len(pairs), "mix": mix_summary(mixed), "trained": len(rows), "overlong": overlong,
                                     "bad_rows_skipped": sum(r.n_skipped for r in load_reports)}
             # what each source gave and the bad rows `on_bad: skip` left out (file, line, reason)
-            from core.data import write_data_report
+            from core.data import data_report, write_data_report
 
-            active.add_output("data_report", write_data_report(out, load_reports))
-            for report in load_reports:
+            held_out = {"eval_data": data_report(eval_reports)} if eval_reports else {}
+            active.add_output("data_report", write_data_report(out, load_reports, **held_out))
+            for report in load_reports + eval_reports:
                 if report.n_skipped:
                     print(f"[reward] {report.source}: {report.n_skipped} bad rows left out (on_bad=skip), first: "
                           f"{report.first_skipped}; listed in {out / 'data_report.json'}")
@@ -311,28 +378,8 @@ def run(config: RewardConfig) -> Path:
             save_model(trained, tokenizer, model_dir)
             active.add_output("model", model_dir)
 
-            # 6. held-out toyworld pairs -> eval.json (accuracy per rating and category).
-            if config.eval_pairs > 0:
-                from core.io import atomic_write_json
-                from toyworld.annotators import gold_agreement
-                from toyworld.world import build_preference_pairs
-
-                scorer = RewardScorer.from_model(trained.eval(), tokenizer, batch_size=config.eval_batch_size)
-                heldout = build_preference_pairs("heldout", config.eval_pairs, config.eval_seed)
-                agreement = [gold_agreement(pair) for pair in heldout]
-                result = {"model": str(model_dir), "kind": config.kind, "data": "toyworld:heldout",
-                          "toyworld": evaluate_pairs(scorer, heldout, out, name=f"{config.kind}_heldout", judge_agreement=agreement)}
-                atomic_write_json(out / "eval.json", result)
-                active.add_output("eval", out / "eval.json")
-                # An RM is judged on the pairs of its own guideline (the paper's Table 8):
-                # on the other guideline's pairs it is wrong by design where the two disagree.
-                table = result["toyworld"]
-                own = table["per_category"].get(config.kind, table["overall"])["accuracy"]
-                ceiling = table["judge_ceiling"]["per_category"].get(config.kind, table["judge_ceiling"]["overall"])["accuracy"]
-                active.extra["heldout_accuracy"] = own
-                active.extra["heldout_accuracy_all_pairs"] = table["overall"]["accuracy"]
-                print(f"[reward] held-out toyworld accuracy on {config.kind} pairs {own:.3f} (noise-free judge: {ceiling:.3f}); "
-                      f"on all pairs {table['overall']['accuracy']:.3f}")
+            # 6. held-out pairs -> eval.json (accuracy per rating and category, safety P/R).
+            evaluate_heldout(config, trained, tokenizer, model_dir, eval_data, eval_reports, active)
 
             # 7. manifest (written by the run folder on exit); checkpoints are no longer needed.
             shutil.rmtree(checkpoints, ignore_errors=True)

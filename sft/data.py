@@ -118,6 +118,8 @@ def load_conversations(
     on_bad: str = "error",
     limit: int | None = None,
     report=None,
+    data_dir: str | None = None,
+    subset: str | None = None,
 ) -> list[Conversation]:
     """Conversations of `source` (`toyworld`, a file, a folder or a hub dataset), each with
     its `file:line` (or `file:row N`). `report` (a `core.data.LoadReport`) gets the format
@@ -135,7 +137,8 @@ def load_conversations(
         return conversations
     from core.data import located_sft
 
-    rows = located_sft(source, adapter, split=split, on_bad=on_bad, limit=limit, adapter_key="data.adapter", report=report)
+    rows = located_sft(source, adapter, split=split, on_bad=on_bad, limit=limit, adapter_key="data.adapter", report=report,
+                       data_dir=data_dir, subset=subset)
     return [Conversation(row["messages"], str(location)) for location, row in rows]
 
 
@@ -236,6 +239,7 @@ def build_sft_dataset(config, tokenizer, train_path: str | None = None) -> tuple
     conversations = load_conversations(
         train_path or data.train, data.adapter, data.toyworld_n, data.toyworld_seed,
         split=data.split, on_bad=data.on_bad, limit=data.limit, report=load_report,
+        data_dir=data.data_dir, subset=data.subset,
     )
     examples, report = prepare_examples(
         conversations,

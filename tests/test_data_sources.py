@@ -187,6 +187,9 @@ def test_formats_are_detected_from_a_hub_dataset(monkeypatch, fmt):
         return rows
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("core.model_paths.hub_reachable", lambda *a, **k: True)  # the hub probe
     report = LoadReport()
     loaded = load_preferences("someone/pairs/harmless-base", split="test", report=report)
     assert calls == [("someone/pairs", "harmless-base", "test")]
@@ -432,7 +435,7 @@ def test_source_keys_have_the_same_names_in_every_stage():
     from sft.config import DataSection
 
     shared = set(SFTSourceKeys.model_fields)
-    assert shared == {"adapter", "split", "on_bad", "limit"}
+    assert shared == {"adapter", "split", "data_dir", "subset", "on_bad", "limit"}
     assert set(PromptSourceKeys.model_fields) == shared | {"category"}
     assert set(PreferenceSourceKeys.model_fields) == shared | {"category", "default_rating", "rating_thresholds"}
     assert set(DataSource.model_fields) == set(PreferenceSourceKeys.model_fields) | {"source"}

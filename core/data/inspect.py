@@ -89,11 +89,18 @@ def counts(rows: list[dict], key: str, order: Sequence[str]) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------- 2. reading
-def choose_kind(source: str, kind: str | None, adapter: str | None, split: str) -> tuple[str, bool]:
+def choose_kind(
+    source: str,
+    kind: str | None,
+    adapter: str | None,
+    split: str,
+    data_dir: str | None = None,
+    subset: str | None = None,
+) -> tuple[str, bool]:
     """(kind, detected?): `kind` as given, else what the first record looks like."""
     if kind is not None:
         return kind, False
-    records = load_records(source, split, bad_lines=[])
+    records = load_records(source, split, bad_lines=[], data_dir=data_dir, subset=subset)
     if not records:
         raise DataError("no readable records", path=source)
     location, first = records[0]
@@ -119,10 +126,14 @@ def load_for_inspection(
     limit: int | None,
     split: str,
     report: LoadReport,
+    data_dir: str | None = None,
+    subset: str | None = None,
 ) -> list[dict]:
     """Every usable row of `kind`, bad ones counted in `report` (always `on_bad="skip"`)."""
     keys: dict = {
         "split": split,
+        "data_dir": data_dir,
+        "subset": subset,
         "on_bad": "skip",
         "limit": limit,
         "adapter_key": "--adapter",
@@ -157,11 +168,15 @@ def summarize(
     limit: int | None = None,
     split: str = "train",
     tokenizer: str | None = None,
+    data_dir: str | None = None,
+    subset: str | None = None,
 ) -> dict:
     """The inspection of one source, as a JSON-ready dict (see the module docstring)."""
-    kind, kind_detected = choose_kind(source, kind, adapter, split)
+    kind, kind_detected = choose_kind(source, kind, adapter, split, data_dir, subset)
     report = LoadReport()
-    rows = load_for_inspection(source, kind, adapter, category, limit, split, report)
+    rows = load_for_inspection(
+        source, kind, adapter, category, limit, split, report, data_dir, subset
+    )
     if not rows:
         raise DataError(
             f"no usable {KIND_NAMES[kind]}: all {report.n_read} records are bad "
@@ -170,7 +185,7 @@ def summarize(
         )
     measure, unit = token_counter(tokenizer)
     return {
-        "source": str(source),
+        "source": report.source or str(source),
         "kind": kind,
         "kind_detected": kind_detected,
         "adapter": report.adapter,
@@ -258,6 +273,11 @@ def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--split", default="train", help="split of a folder or hub dataset (default: train)"
     )
+    parser.add_argument(
+        "--data-dir",
+        help="folder of a hub dataset, e.g. harmless-base (as a source's `data_dir` key)",
+    )
+    parser.add_argument("--subset", help="config of a hub dataset (as a source's `subset` key)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
@@ -285,6 +305,8 @@ def inspect_command(args: argparse.Namespace) -> int:
             limit=args.limit,
             split=args.split,
             tokenizer=args.tokenizer,
+            data_dir=args.data_dir,
+            subset=args.subset,
         )
     print(
         json.dumps(summary, indent=2, ensure_ascii=False) if args.json else format_summary(summary)

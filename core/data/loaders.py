@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from core.data.adapters import ADAPTERS, AdapterOptions, Converter, adapters_for, detect_adapter
-from core.data.readers import Location, load_records
+from core.data.readers import Location, describe_source, load_records
 from core.data.schemas import (
     CATEGORIES,
     RATINGS,
@@ -136,16 +136,21 @@ def load_located(
     report: LoadReport,
     limit: int | None = None,
     adapter_key: str = "adapter",
+    data_dir: str | None = None,
+    subset: str | None = None,
 ) -> list[tuple[Location, dict]]:
-    """`(location, canonical dict)` for every good record; bad ones raise or are counted."""
+    """`(location, canonical dict)` for every good record; bad ones raise or are counted.
+
+    `data_dir` and `subset` choose a part of a hub dataset (see `load_records`)."""
     if on_bad not in ("error", "skip"):
         raise ConfigError(f"on_bad must be 'error' or 'skip', got {on_bad!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ConfigError(f"limit must be a positive integer or null, got {limit!r}")
     bad_lines: list[DataError] = []  # broken JSON lines: raised or skipped in file order below
-    records = load_records(source, split, bad_lines)
+    records = load_records(source, split, bad_lines, data_dir, subset)
     unreadable = sorted(bad_lines, key=lambda error: error.line or 0)
-    report.source, report.n_records = str(source), len(records) + len(unreadable)
+    report.source = describe_source(source, data_dir, subset)
+    report.n_records = len(records) + len(unreadable)
     report.limit = limit
     if (
         unreadable
@@ -227,10 +232,12 @@ def located_sft(
     limit: int | None = None,
     adapter_key: str = "adapter",
     report: LoadReport | None = None,
+    data_dir: str | None = None,
+    subset: str | None = None,
 ) -> list[tuple[Location, dict]]:
     """`load_sft`'s examples with the place each came from."""
     report = report if report is not None else LoadReport()
-    options = AdapterOptions(source_name=str(source))
+    options = AdapterOptions(source_name=describe_source(source, data_dir, subset))
     rows = load_located(
         "sft",
         source,
@@ -242,6 +249,8 @@ def located_sft(
         report,
         limit,
         adapter_key,
+        data_dir,
+        subset,
     )
     return finish(rows, report)
 
@@ -267,11 +276,15 @@ def located_prompts(
     limit: int | None = None,
     adapter_key: str = "adapter",
     report: LoadReport | None = None,
+    data_dir: str | None = None,
+    subset: str | None = None,
 ) -> list[tuple[Location, dict]]:
     """`load_prompts`'s prompts with the place each came from."""
     check_options(category=category)
     report = report if report is not None else LoadReport()
-    options = AdapterOptions(category=category, source_name=str(source))
+    options = AdapterOptions(
+        category=category, source_name=describe_source(source, data_dir, subset)
+    )
     rows = load_located(
         "prompts",
         source,
@@ -283,6 +296,8 @@ def located_prompts(
         report,
         limit,
         adapter_key,
+        data_dir,
+        subset,
     )
     rows = without_duplicate_ids(rows, on_bad, report)
     if max_prompt_chars is not None:
@@ -349,12 +364,16 @@ def located_preferences(
     limit: int | None = None,
     adapter_key: str = "adapter",
     report: LoadReport | None = None,
+    data_dir: str | None = None,
+    subset: str | None = None,
 ) -> list[tuple[Location, dict]]:
     """`load_preferences`'s pairs with the place each came from."""
     check_options(default_rating, category)
     thresholds = check_thresholds(rating_thresholds)
     report = report if report is not None else LoadReport()
-    options = AdapterOptions(default_rating, category, thresholds, str(source))
+    options = AdapterOptions(
+        default_rating, category, thresholds, describe_source(source, data_dir, subset)
+    )
     rows = load_located(
         "preferences",
         source,
@@ -366,6 +385,8 @@ def located_preferences(
         report,
         limit,
         adapter_key,
+        data_dir,
+        subset,
     )
     return finish(rows, report)
 

@@ -2,7 +2,14 @@
 
 `load_records` reads a local file (JSON lines, optionally gzipped; a JSON list;
 Parquet; CSV/TSV), a local folder holding `<split>.<ext>`, or a Hugging Face hub
-dataset `owner/name` (or `owner/name/data_dir`). Every record carries a
+dataset `owner/name` (or `owner/name/data_dir`). A hub dataset takes a `data_dir`
+(HH-RLHF's `harmless-base`) and a `subset` (the hub config name, `load_dataset`'s
+`name`); a folder takes `data_dir` when it holds that subfolder (a local copy of
+the hub repository), and a file ignores both. A hub dataset that cannot be had
+fails within seconds with one line naming it (`hub_dataset_access`): with
+HF_DATASETS_OFFLINE / HF_HUB_OFFLINE set it must be in the local cache; otherwise
+the hub must answer one request (`core.model_paths.hub_reachable`) or the cached
+copy is read. Every record carries a
 `Location`, a string such as `data.jsonl:7` that also knows its path and line,
 so that later checks can raise a `DataError` naming file, line and field.
 
@@ -17,10 +24,12 @@ loaders' `on_bad="skip"`). Every other file-level problem always raises.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -66,19 +75,45 @@ Records = list[tuple[Location, dict]]
 
 # ---------------------------------------------------------------- 1. dispatch
 def load_records(
-    source: str | Path, split: str = "train", bad_lines: list[DataError] | None = None
+    source: str | Path,
+    split: str = "train",
+    bad_lines: list[DataError] | None = None,
+    data_dir: str | None = None,
+    subset: str | None = None,
 ) -> Records:
     """All records of `source` as `(location, dict)`; file-level problems raise `DataError`
-    (unreadable JSON lines go to `bad_lines` instead when it is given)."""
+    (unreadable JSON lines go to `bad_lines` instead when it is given).
+
+    `data_dir` and `subset` are for a hub dataset (`load_dataset`'s `data_dir` and
+    `name`); a folder holding `data_dir` reads `<folder>/<data_dir>/<split>.<ext>`
+    (a local copy of the hub repository); a file ignores both, so that a local file
+    can stand in for a hub source without editing its other keys."""
     text = str(source)
     path = Path(text).expanduser()
     if path.is_dir():
+        if data_dir and (path / data_dir).is_dir():
+            path = path / data_dir
         return load_records(split_file_in(path, split), split, bad_lines)
     if path.is_file():
         return read_file(path, bad_lines)
     if looks_like_hub_name(text):
-        return read_hub_dataset(text, split)
+        return read_hub_dataset(text, split, data_dir, subset)
     raise DataError("no such file or folder, and not a hub dataset name (owner/name)", path=text)
+
+
+def describe_source(
+    source: str | Path, data_dir: str | None = None, subset: str | None = None
+) -> str:
+    """How a source is named in reports and guessed from (HH-RLHF's category): a hub
+    dataset or a folder with its data_dir, a hub dataset with its subset."""
+    text = str(source)
+    path = Path(text).expanduser()
+    if path.is_dir() and data_dir and (path / data_dir).is_dir():
+        return str(Path(text) / data_dir)
+    if not looks_like_hub_name(text) or path.exists():
+        return text
+    repo, data_dir = hub_parts(text, data_dir)
+    return hub_label(repo, data_dir, subset)
 
 
 def looks_like_hub_name(text: str) -> bool:
@@ -297,17 +332,131 @@ def read_parquet(path: Path) -> Records:
     return [(Location(path, row=index), row) for index, row in enumerate(rows, start=1)]
 
 
-def read_hub_dataset(name: str, split: str) -> Records:
-    """`owner/name[/data_dir]` through `datasets.load_dataset` (needs network or the HF cache)."""
+def hub_parts(name: str, data_dir: str | None = None) -> tuple[str, str | None]:
+    """`(owner/name, data_dir)` of `owner/name[/data_dir]` and a `data_dir` key (the two must agree)."""
     parts = name.split("/")
-    repo, data_dir = "/".join(parts[:2]), (parts[2] if len(parts) == 3 else None)
+    repo, embedded = "/".join(parts[:2]), (parts[2] if len(parts) == 3 else None)
+    if embedded and data_dir and embedded != data_dir:
+        raise DataError(
+            f"the name holds data_dir {embedded!r} and the data_dir key says {data_dir!r}; give one",
+            path=name,
+        )
+    return repo, data_dir or embedded
+
+
+def hub_label(repo: str, data_dir: str | None, subset: str | None) -> str:
+    return repo + (f"/{data_dir}" if data_dir else "") + (f" (subset {subset})" if subset else "")
+
+
+def datasets_offline() -> bool:
+    """HF_DATASETS_OFFLINE as `datasets` reads it (falling back to HF_HUB_OFFLINE), read now."""
+    value = os.environ.get("HF_DATASETS_OFFLINE")
+    if value is None:
+        from core.model_paths import hub_offline
+
+        return hub_offline()
+    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def hub_dataset_cached(repo: str) -> bool:
+    """Whether `datasets` has `repo` in its cache (a prepared copy, or the hub files).
+
+    The prepared copy is where `datasets` looks when offline or when the hub does not
+    answer: `<HF_DATASETS_CACHE>/<owner>___<name>/<config>/<version>/<hash>`."""
+    try:
+        import datasets.config
+        from datasets.naming import camelcase_to_snakecase
+        from huggingface_hub import constants
+    except ImportError:  # no `datasets`: nothing is cached, and loading will say so
+        return False
+    owner, name = repo.split("/", 1)
+    prepared = (
+        Path(datasets.config.HF_DATASETS_CACHE).expanduser()
+        / f"{owner}___{camelcase_to_snakecase(name)}"
+    )
+    if any(found.is_dir() for found in prepared.glob("*/*/*")):
+        return True
+    snapshots = (
+        Path(constants.HF_HUB_CACHE).expanduser() / f"datasets--{owner}--{name}" / "snapshots"
+    )
+    return snapshots.is_dir() and any(snapshots.iterdir())
+
+
+def hub_dataset_access(repo: str, label: str) -> bool:
+    """How a hub dataset can be read, decided within seconds: False from the hub, True
+    from the local cache only. Raises a one-line DataError naming it when neither can be.
+
+    The same check as a hub model's (`core.model_paths.hub_source`): offline, the cache
+    or nothing; else one request to the hub, then the cache, then a clear error
+    (instead of `load_dataset`'s minute of retries)."""
+    from core.model_paths import HUB_PROBE_TIMEOUT_S, hub_endpoint, hub_reachable
+
+    if datasets_offline():
+        if hub_dataset_cached(repo):
+            return True
+        raise DataError(
+            "hub dataset not in the local cache, and HF_DATASETS_OFFLINE (or HF_HUB_OFFLINE) is set; "
+            "download it first or give a local file or folder",
+            path=label,
+        )
+    if hub_reachable():
+        return False
+    if hub_dataset_cached(repo):
+        return True  # the hub is down: the cached copy is what load_dataset would fall back to
+    raise DataError(
+        f"hub dataset not in the local cache, and the hub at {hub_endpoint()} cannot be reached "
+        f"(no answer within {HUB_PROBE_TIMEOUT_S:g} s); give a local file or folder instead "
+        "(or set HF_ENDPOINT / HF_DATASETS_OFFLINE)",
+        path=label,
+    )
+
+
+@contextlib.contextmanager
+def offline_datasets(offline: bool):
+    """`datasets` and the hub client in offline mode for the duration (they read the
+    environment once, at import): a cached dataset is read without a network request."""
+    if not offline:
+        yield
+        return
+    import datasets.config
+    from huggingface_hub import constants
+
+    saved = datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = saved
+
+
+def one_line(text: object, limit: int = 300) -> str:
+    words = " ".join(str(text).split())
+    return words if len(words) <= limit else words[: limit - 3] + "..."
+
+
+def read_hub_dataset(
+    name: str, split: str, data_dir: str | None = None, subset: str | None = None
+) -> Records:
+    """`owner/name[/data_dir]` through `datasets.load_dataset(owner/name, subset,
+    data_dir=..., split=...)`; needs the hub or the HF cache (see `hub_dataset_access`)."""
+    repo, data_dir = hub_parts(name, data_dir)
+    label = hub_label(repo, data_dir, subset)
+    from_cache = hub_dataset_access(repo, label)
+    options = {"data_dir": data_dir, "split": split}
+    if subset is not None:
+        options["name"] = subset
     try:
         import datasets
 
-        dataset = datasets.load_dataset(repo, data_dir=data_dir, split=split)
-    except Exception as exc:  # network, missing split, unknown repo: all one message
+        with offline_datasets(from_cache):
+            dataset = datasets.load_dataset(repo, **options)
+    except Exception as exc:  # missing split or config, unknown repo, network: all one line
+        where = "from the local cache" if from_cache else "from the hub"
         raise DataError(
-            f"cannot load hub dataset (split {split!r}): {type(exc).__name__}: {exc}", path=name
+            f"cannot load hub dataset {where} (split {split!r}): {type(exc).__name__}: {one_line(exc)}",
+            path=label,
         ) from None
-    label = f"{name}[{split}]"
+    label = (
+        repo + (f"/{data_dir}" if data_dir else "") + f"[{subset + ':' if subset else ''}{split}]"
+    )
     return [(Location(label, row=index), dict(row)) for index, row in enumerate(dataset, start=1)]

@@ -7,10 +7,12 @@ sources, wherever they apply:
 | key | applies to | meaning |
 | --- | --- | --- |
 | `adapter` | all | the format (`core.data.ADAPTERS`); unset: detected from the first record |
-| `split` | all | the split of a folder (`<split>.<ext>`) or a hub dataset |
+| `split` | all | the split of a folder (`<split>.<ext>`) or a hub dataset (UltraFeedback binarized: `train_prefs`, `test_prefs`) |
+| `data_dir` | all | a hub dataset's folder, `load_dataset(..., data_dir=)` (HH-RLHF: `helpful-base`, `harmless-base`, ...); a local folder's subfolder if it has one; a file ignores it |
+| `subset` | all | a hub dataset's config, `load_dataset(name, subset)` (PKU-SafeRLHF: `default`); a local source ignores it |
 | `on_bad` | all | `error` (default): a bad row stops with file, line and field; `skip`: it is left out, counted and listed in the stage's `data_report.json` |
 | `limit` | all | keep the first N rows of this source (unset: all) |
-| `category` | prompts, pairs | `helpfulness` or `safety` for rows that carry none (HH-RLHF: beats the file-name guess; PKU-SafeRLHF: keep only that pair) |
+| `category` | prompts, pairs | `helpfulness` or `safety` for rows that carry none (HH-RLHF: beats the guess from the file name or `data_dir`; PKU-SafeRLHF: keep only that pair) |
 | `default_rating` | pairs | the rating of pairs whose source has none (unset: the stage's own default) |
 | `rating_thresholds` | pairs | three decreasing score gaps for scored data (UltraFeedback): significantly better, better, slightly better |
 
@@ -60,6 +62,8 @@ class SFTSourceKeys(StrictModel):
 
     adapter: AdapterName = None
     split: str = "train"
+    data_dir: str | None = None
+    subset: str | None = None
     on_bad: OnBad = "error"
     limit: Limit = None
 
@@ -89,6 +93,8 @@ def load_source(
     unset; `adapter_key` is the key a format error tells the user to set."""
     options = {
         "split": keys.split,
+        "data_dir": keys.data_dir,
+        "subset": keys.subset,
         "on_bad": keys.on_bad,
         "limit": keys.limit,
         "adapter_key": adapter_key,
