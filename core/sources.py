@@ -9,7 +9,9 @@ run on the user's own files never loads it.
     toyworld_preference_pairs(split, n, seed)    toyworld's preference pairs (reward models)
     toyworld_gold_agreement(pairs)               its noise-free judge on them (RM accuracy ceiling)
     toyworld_dialogues(split, n, n_turns, seed)  toyworld's multi-turn dialogues (GAtt)
-    load_sft_source(source, n, seed, ...)        SFT conversations
+    toyworld_sft_examples(n, seed, weights)      toyworld's SFT demonstrations
+    toyworld_instruction_library()               toyworld's GAtt instruction library
+    toyworld_annotated_pairs(...)                toyworld's simulated annotators
     gold_judge(source)                           toyworld's gold judges, or None
 """
 
@@ -77,6 +79,14 @@ def toyworld_sft_examples(n: int, seed: int, family_weights: dict[str, float] | 
     return build_sft_examples("train", n=n, seed=seed, weights=family_weights)
 
 
+def toyworld_instruction_library():
+    """toyworld's GAtt instruction library (module `toyworld.gatt_instructions`: KINDS,
+    build_instructions, single_instructions, make_instruction, ...)."""
+    import toyworld.gatt_instructions as library
+
+    return library
+
+
 def toyworld_preference_pairs(split: str, n: int, seed: int) -> list[dict]:
     """toyworld's templated preference pairs of `split` (`train` or `heldout`), in the canonical schema."""
     from toyworld.world import build_preference_pairs
@@ -134,11 +144,13 @@ class GoldJudge:
     """A ground-truth judge of a task world.
 
     combined(prompt_record, response) -> [0, 1]: the gated gold score of one answer;
+    combined_messages(messages, response) -> [0, 1]: the same for a bare prompt;
     helpfulness(messages, response) -> [0, 1]: the gold helpfulness of one answer;
     metrics(prompt_records, responses) -> dict: means and standard errors by family.
     """
 
     combined: Callable[[dict, str], float]
+    combined_messages: Callable[[list[dict] | str, str], float]  # the category inferred from the prompt
     helpfulness: Callable[[list[dict], str], float]
     metrics: Callable[[list[dict], list[str]], dict]
 
@@ -147,7 +159,7 @@ def gold_judge(source: str) -> GoldJudge | None:
     """toyworld's gold judges when the prompts are toyworld's; None for any other source."""
     if not is_toyworld(source):
         return None
-    from toyworld.gold import combined_score, gold_metrics
+    from toyworld.gold import combined_score, combined_score_of_messages, gold_metrics
     from toyworld.judges import helpfulness
 
-    return GoldJudge(combined=combined_score, helpfulness=helpfulness, metrics=gold_metrics)
+    return GoldJudge(combined=combined_score, combined_messages=combined_score_of_messages, helpfulness=helpfulness, metrics=gold_metrics)

@@ -57,11 +57,12 @@ class InstructionsSection(StrictModel):
         """toyworld's kinds are known here; a file's are checked when it is read
         (`gatt.instructions.select_instructions`, before the run folder is touched)."""
         if kinds is not None and info.data.get("source") == "toyworld":
-            from toyworld.gatt_instructions import KINDS
+            from core.sources import toyworld_instruction_library
 
-            unknown = sorted(set(kinds) - set(KINDS))
+            known = toyworld_instruction_library().KINDS
+            unknown = sorted(set(kinds) - set(known))
             if unknown:
-                raise ValueError(f"unknown instruction kinds {unknown} (toyworld's: {', '.join(KINDS)})")
+                raise ValueError(f"unknown instruction kinds {unknown} (toyworld's: {', '.join(known)})")
         return kinds
 
 

@@ -68,9 +68,9 @@ _TOYWORLD_NAMES = ("KINDS", "build_instructions", "make_instruction", "single_in
 def __getattr__(name: str):
     """toyworld's library helpers, imported only when asked for (PEP 562)."""
     if name in _TOYWORLD_NAMES:
-        import toyworld.gatt_instructions as toy
+        from core.sources import toyworld_instruction_library
 
-        return getattr(toy, name)
+        return getattr(toyworld_instruction_library(), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -310,9 +310,9 @@ def library_singles(split: str, source: str = TOYWORLD, heldout_source: str | No
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     chosen = source if split == "train" or heldout_source is None else heldout_source
     if chosen == TOYWORLD:
-        from toyworld.gatt_instructions import single_instructions
+        from core.sources import toyworld_instruction_library
 
-        return single_instructions(split), "toyworld"
+        return toyworld_instruction_library().single_instructions(split), "toyworld"
     entries = load_library(chosen)
     whole_file = split == "heldout" and heldout_source is not None
     singles = [ins for line_split, ins in entries if whole_file or line_split == split]
@@ -339,11 +339,12 @@ def select_instructions(
     it always has); a file's combinations are drawn from the instructions of `kinds`.
     """
     if (source if split == "train" or heldout_source is None else heldout_source) == TOYWORLD:
-        from toyworld.gatt_instructions import KINDS, build_instructions
+        from core.sources import toyworld_instruction_library
 
-        if kinds is not None and set(kinds) - set(KINDS):
-            raise ConfigError(f"{key}: unknown instruction kinds {sorted(set(kinds) - set(KINDS))} (toyworld's: {', '.join(KINDS)})")
-        library = build_instructions(split, seed=seed, n_combined=n_combined)
+        toy = toyworld_instruction_library()
+        if kinds is not None and set(kinds) - set(toy.KINDS):
+            raise ConfigError(f"{key}: unknown instruction kinds {sorted(set(kinds) - set(toy.KINDS))} (toyworld's: {', '.join(toy.KINDS)})")
+        library = toy.build_instructions(split, seed=seed, n_combined=n_combined)
         return library if kinds is None else [ins for ins in library if all(p.kind in kinds for p in (ins.parts or (ins,)))]
     singles, origin = library_singles(split, source, heldout_source)
     kind_order = list(dict.fromkeys(ins.kind for ins in singles))

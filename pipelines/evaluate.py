@@ -1,15 +1,20 @@
-"""`rlhf eval`: evaluate a model on public benchmarks or on held-out toyworld prompts.
+"""`rlhf eval`: evaluate models on public benchmarks or on held-out prompts.
 
     rlhf eval xstest --model runs/quickstart/v3/ppo/model --data ../shared/data/xstest/xstest_prompts.csv
+    rlhf eval prompts --model runs/x/v1/rs/model --baseline runs/x/sft/model --prompts my_heldout.jsonl \
+        --helpfulness-rm runs/x/rm_helpfulness/model --safety-rm runs/x/rm_safety/model
     rlhf eval toyworld --model embedded:smollm2-135m --n 120
     rlhf eval compare runs/quickstart/v1/eval runs/quickstart/sft/eval
 
-`xstest` and `toyworld` print a table and, with `--out DIR`, write
-`DIR/eval_<benchmark>.json`. `compare` re-scores two evaluations of the same held-out
-toyworld prompts (the pipeline's `<version>/eval/toyworld_samples.jsonl` or `toyworld`'s
-`eval_toyworld.json`) with the gold judges and prints (writes nothing) the paired
-difference AFTER - BEFORE with its standard error, wins and losses: on the same
-prompts that is a far tighter yardstick than the two means' own errors.
+`prompts` is the shared evaluation (`core.evaluation`, the one every stage uses) on
+any prompt source: RM-judged reward and win rate against `--baseline`, refusal rate,
+length and truncation, paired differences with standard errors (toyworld's gold
+scores when the prompts are toyworld's); `toyworld` is the same on toyworld's
+held-out prompts. `xstest`, `prompts` and `toyworld` print a table and, with `--out DIR`,
+write `DIR/eval_<benchmark>.json`. `compare` re-scores two evaluations of the same
+held-out toyworld prompts (a pipeline `<version>/eval` folder, its `eval_samples.jsonl`,
+or `toyworld`'s `eval_toyworld.json`) with the gold judges and prints (writes nothing)
+the paired difference AFTER - BEFORE with its standard error, wins and losses.
 """
 
 from __future__ import annotations
@@ -36,18 +41,18 @@ def xstest_eval(model_name: str, data: str | None, limit: int | None, max_new_to
     return result
 
 
-def toyworld_eval(model_name: str, n: int | None, max_new_tokens: int, batch_size: int, seed: int = 0,
-                  dtype: str = "float32", device: str = "cpu") -> dict:
-    from core.models import load_model_and_tokenizer
-    from core.policy_eval import evaluate_policy
-    from toyworld.world import build_eval_prompts
+def prompts_eval(models: dict[str, str], prompts: str, n: int | None, max_new_tokens: int, batch_size: int, seed: int = 0,
+                 reward_models: dict[str, str] | None = None, dtype: str = "float32", device: str = "auto") -> dict:
+    """The shared evaluation of `models` (the first is the baseline) on a prompt source."""
+    from core.evaluation import HeldoutEval, evaluate_models, samples_rows
+    from reward.gated import RewardModelsSection
 
-    prompts = build_eval_prompts(n, seed=seed)
-    model, tokenizer = load_model_and_tokenizer(model_name, dtype=dtype, device=device)
-    sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0, batch_size=batch_size)
-    metrics, responses = evaluate_policy(model, tokenizer, prompts, sampling)
-    return {"model": model_name, "metrics": metrics,
-            "samples": [{"id": p["id"], "prompt": p["messages"][-1]["content"], "response": r} for p, r in zip(prompts, responses)]}
+    section = HeldoutEval(prompts=prompts, n_prompts=n, seed=seed,
+                          sampling=SamplingConfig(max_new_tokens=max_new_tokens, temperature=0, batch_size=batch_size))
+    rms = RewardModelsSection(**reward_models) if reward_models else None
+    result = evaluate_models(models, section, rms, dtype=dtype, device=device)
+    samples = [{"id": row["id"], "prompt": row["prompt"], "response": row[list(models)[-1]]} for row in samples_rows(result)]
+    return {key: value for key, value in result.items() if key not in ("answers", "prompt_records")} | {"samples": samples}
 
 
 def _eval_samples(path: str) -> tuple[Path, list[dict]]:
@@ -59,7 +64,7 @@ def _eval_samples(path: str) -> tuple[Path, list[dict]]:
 
     file = Path(path)
     if file.is_dir():
-        candidates = [file / "toyworld_samples.jsonl", file / "eval_toyworld.json"]
+        candidates = [file / "eval_samples.jsonl", file / "toyworld_samples.jsonl", file / "eval_toyworld.json"]
         file = next((c for c in candidates if c.is_file()), candidates[0])
     if not file.is_file():
         raise DataError(f"{file}: no such file (expected toyworld_samples.jsonl, eval_toyworld.json or a folder holding one)")
@@ -72,18 +77,28 @@ def _eval_samples(path: str) -> tuple[Path, list[dict]]:
         if not isinstance(samples, list):
             raise DataError(f"{file}: no 'samples' list (not an `rlhf eval toyworld` result)")
     else:
-        samples = read_jsonl(file)
+        samples = [own_answer(row) for row in read_jsonl(file)]
     if not samples:
         raise DataError(f"{file}: no answers")
     return file, samples
 
 
+def own_answer(row: dict) -> dict:
+    """A row of an eval_samples.jsonl (one column per model) as `{id, prompt, response}`
+    of the evaluated model (the column that is not the start's); other rows unchanged."""
+    models = [key for key in row if f"{key}_finished" in row]
+    if "response" in row or not models:
+        return row
+    own = next((m for m in models if m != "start"), models[-1])
+    return {"id": row.get("id"), "prompt": row.get("prompt"), "response": row[own]}
+
+
 def gold_by_prompt(path: str) -> dict[str, float]:
     """Gold combined score of each answer of one toyworld evaluation, by prompt id."""
     from core.errors import DataError
-    from toyworld import judges
-    from toyworld.annotators import category_of
+    from core.sources import TOYWORLD, gold_judge
 
+    judge = gold_judge(TOYWORLD)
     file, samples = _eval_samples(path)
     scores: dict[str, float] = {}
     for index, row in enumerate(samples, 1):
@@ -91,7 +106,7 @@ def gold_by_prompt(path: str) -> dict[str, float]:
             raise DataError(f"{file}: answer {index} lacks one of id, prompt, response")
         if row["id"] in scores:
             raise DataError(f"{file}: answer {index} repeats prompt id {row['id']!r}")
-        scores[row["id"]] = judges.combined(row["prompt"], row["response"], category_of(row["prompt"]))
+        scores[row["id"]] = judge.combined_messages(row["prompt"], row["response"])
     return scores
 
 
@@ -123,18 +138,24 @@ def main(argv: list[str] | None = None) -> int:
     xs.add_argument("--data", default=None, help="local xstest_prompts.csv (default: the hub copy, needs network)")
     xs.add_argument("--limit", type=int, default=None, help="evaluate a stratified subset of this many prompts")
     xs.add_argument("--system-prompt", default=None)
-    tw = sub.add_parser("toyworld", help="gold scores on held-out toyworld prompts")
-    tw.add_argument("--n", type=int, default=None, help="number of held-out prompts (default: all)")
-    tw.add_argument("--seed", type=int, default=0)
+    pr = sub.add_parser("prompts", help="the shared evaluation on your held-out prompts (RM reward, win rate, refusals, length)")
+    pr.add_argument("--prompts", required=True, help="a file of prompt records {messages, category, id}, or toyworld")
+    tw = sub.add_parser("toyworld", help="the shared evaluation on held-out toyworld prompts, with gold scores")
+    for p in (pr, tw):
+        p.add_argument("--n", type=int, default=None, help="number of held-out prompts (default: all)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--baseline", default=None, help="a model to compare with on the same prompts (paired differences)")
+        p.add_argument("--helpfulness-rm", default=None, help="reward-model folders: with both, the gated RM reward and win rate")
+        p.add_argument("--safety-rm", default=None)
     cmp = sub.add_parser("compare", help="paired gold difference between two toyworld evaluations of the same prompts")
     cmp.add_argument("after", help="an evaluation folder, its toyworld_samples.jsonl, or an eval_toyworld.json")
     cmp.add_argument("before", help="the same, for the model to compare against")
-    for p in (xs, tw):
+    for p in (xs, pr, tw):
         p.add_argument("--model", required=True, help="model folder, embedded:NAME or hub id")
         p.add_argument("--max-new-tokens", type=int, default=64)
         p.add_argument("--batch-size", type=int, default=16)
         p.add_argument("--dtype", default="float32")
-        p.add_argument("--device", default="cpu")
+        p.add_argument("--device", default="auto")
         p.add_argument("--out", default=None, help="folder for eval_<benchmark>.json")
     args = parser.parse_args(argv)
 
@@ -150,8 +171,13 @@ def main(argv: list[str] | None = None) -> int:
                                  args.system_prompt, args.dtype, args.device)
             _print_xstest(result)
         else:
-            result = toyworld_eval(args.model, args.n, args.max_new_tokens, args.batch_size, args.seed, args.dtype, args.device)
-            print(json.dumps(result["metrics"], indent=2))
+            from core.evaluation import format_table
+
+            models = {**({"baseline": args.baseline} if args.baseline else {}), "model": args.model}
+            rms = {"helpfulness": args.helpfulness_rm, "safety": args.safety_rm} if args.helpfulness_rm and args.safety_rm else None
+            result = prompts_eval(models, "toyworld" if args.benchmark == "toyworld" else args.prompts, args.n or (120 if args.benchmark == "toyworld" else None),
+                                  args.max_new_tokens, args.batch_size, args.seed, rms, args.dtype, args.device)
+            print(format_table(result))
         if args.out:
             atomic_write_json(Path(args.out) / f"eval_{args.benchmark}.json", result)
         return 0

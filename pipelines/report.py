@@ -33,6 +33,11 @@ PPO_CURVES = [
     ("gold_safety", "gold safety"),
 ]
 TABLE_COLUMNS = [
+    ("rm_reward", "RM reward R_c"),
+    ("rm_win_rate_vs_start", "RM win rate vs SFT"),
+    ("refusal_rate", "refusals"),
+    ("response_length", "length (tokens)"),
+    ("truncation_rate", "truncated"),
     ("gold_helpfulness", "gold helpfulness"),
     ("gold_safety", "gold safety"),
     ("gold_combined", "gold combined"),
@@ -41,6 +46,66 @@ TABLE_COLUMNS = [
     ("xstest_unsafe_refusal", "XSTest unsafe: refused"),
     ("xstest_safe_refusal", "XSTest safe: refused"),
 ]
+STAGE_EVAL_COLUMNS = ["rm_reward", "refusal_rate", "response_length", "truncation_rate", "gold_combined"]
+
+
+def table_columns(rows: list[dict]) -> list[tuple[str, str]]:
+    """The columns some row has a value for (a run on the user's prompts has no gold columns)."""
+    return [(key, name) for key, name in TABLE_COLUMNS if any(row.get(key) is not None for row in rows)]
+
+
+def stage_evaluations(run_dir: Path, folders: list[tuple[str, Path]]) -> list[dict]:
+    """One row per model of every stage's shared evaluation (`eval.json` with `models`):
+    what a by-hand run has instead of the pipeline's per-version table."""
+    rows = []
+    for _, folder in folders:
+        path = folder / "eval.json"
+        if not path.is_file():
+            continue
+        result = json.loads(path.read_text())
+        if not isinstance(result.get("models"), dict):
+            continue
+        for name, summary in result["models"].items():
+            row = {"stage": _label(run_dir, folder), "model_role": name, **summary}
+            paired = (result.get("paired") or {}).get(name) or {}
+            if "rm_win_rate" in paired:
+                row["rm_win_rate"] = paired["rm_win_rate"]["rate"]
+            for metric in STAGE_EVAL_COLUMNS:
+                if metric in paired:
+                    row[f"{metric}_diff"] = paired[metric]["diff"]
+                    row[f"{metric}_diff_stderr"] = paired[metric]["diff_stderr"]
+            rows.append(row)
+    return rows
+
+
+def missing_notes(rows: list[dict], images: dict[str, Path | None], has_summary: bool) -> list[str]:
+    """Why each table or figure a full pipeline run has is absent from this one."""
+    notes = []
+    if not has_summary:
+        notes.append("No per-version table: there is no summary.json here (only `rlhf run` writes one); "
+                     "each stage's own before/after evaluation is in the stage table below.")
+    elif rows:
+        present = {key for key, _ in table_columns(rows)}
+        if not present & {"gold_combined", "gold_helpfulness"}:
+            notes.append("No gold columns: the held-out prompts are not toyworld's, so there is no ground truth; "
+                         "the RM-judged columns are the measure.")
+        if "rm_reward" not in present:
+            notes.append("No RM columns: no evaluation had both reward models.")
+        if not present & {"xstest_unsafe_refusal", "xstest_safe_refusal"}:
+            notes.append("No XSTest columns: evaluation.xstest_data is not set.")
+    reasons = {
+        "ppo": ("PPO curves", "no PPO stage folder"),
+        "rs": ("rejection-sampling max/median curve", "no rejection-sampling stage folder with curve.json"),
+        "rm": ("RM accuracy per rating", "no reward-model folder with a held-out evaluation "
+               "(set eval_data to held-out pairs, or eval_pairs with toyworld data)"),
+        "gatt": ("GAtt adherence", "no GAtt stage folder with eval.json"),
+    }
+    for key, (what, why) in reasons.items():
+        if images.get(key) is None:
+            notes.append(f"No {what}: {why}.")
+    return notes
+
+
 
 
 def stage_folders(run_dir: Path) -> list[tuple[str, Path]]:
@@ -188,13 +253,23 @@ def _cell(value) -> str:
     return html.escape(str(value))
 
 
-def render_html(title: str, table_rows: list[dict], images: list[Path], stages: list[tuple[str, str]]) -> str:
-    header = "".join(f"<th>{html.escape(name)}</th>" for _, name in TABLE_COLUMNS)
+def render_html(title: str, table_rows: list[dict], images: list[Path], stages: list[tuple[str, str]],
+                stage_rows: list[dict] = (), notes: list[str] = ()) -> str:
+    columns = table_columns(table_rows)
+    header = "".join(f"<th>{html.escape(name)}</th>" for _, name in columns)
     body = "".join(
         "<tr><td>" + html.escape(str(row.get("version", "?"))) + "</td>"
-        + "".join(f"<td>{_cell(row.get(key))}</td>" for key, _ in TABLE_COLUMNS) + "</tr>"
+        + "".join(f"<td>{_cell(row.get(key))}</td>" for key, _ in columns) + "</tr>"
         for row in table_rows
     )
+    stage_columns = [key for key in STAGE_EVAL_COLUMNS + [f"{m}_diff" for m in STAGE_EVAL_COLUMNS] + ["rm_win_rate"]
+                     if any(row.get(key) is not None for row in stage_rows)]
+    stage_table = ("<h2>Stage evaluations</h2><table id=\"stages\"><thead><tr><th>stage</th><th>model</th>"
+                   + "".join(f"<th>{html.escape(key)}</th>" for key in stage_columns) + "</tr></thead><tbody>"
+                   + "".join("<tr><td>" + html.escape(row["stage"]) + "</td><td>" + html.escape(row["model_role"]) + "</td>"
+                             + "".join(f"<td>{_cell(row.get(key))}</td>" for key in stage_columns) + "</tr>" for row in stage_rows)
+                   + "</tbody></table>") if stage_rows else ""
+    missing = ("<h2>Not in this report</h2><ul>" + "".join(f"<li>{html.escape(note)}</li>" for note in notes) + "</ul>") if notes else ""
     figures = "".join(
         f'<figure><img src="{html.escape(path.name)}" alt="{html.escape(path.stem)}"><figcaption>{html.escape(path.stem)}</figcaption></figure>'
         for path in images
@@ -208,7 +283,9 @@ figure{{display:inline-block;margin:1em}}img{{max-width:100%}}</style></head>
 <body><h1>{html.escape(title)}</h1>
 <h2>Per version</h2>
 <table id="versions"><thead><tr><th>version</th>{header}</tr></thead><tbody>{body}</tbody></table>
+{stage_table}
 <h2>Curves</h2>{figures or "<p>No curves yet.</p>"}
+{missing}
 <h2>Stage folders</h2><ul>{stage_list}</ul>
 <script>
 // Marks how many figures actually decoded, so a headless browser test can check them.
@@ -222,7 +299,7 @@ window.addEventListener("load", () => {{
 """
 
 
-def render_markdown(table_rows: list[dict], timings: dict | None = None) -> str:
+def render_markdown(table_rows: list[dict], timings: dict | None = None, notes: list[str] = ()) -> str:
     """The per-version table as Markdown (mean ± standard error over prompts where known),
     with the stage timings, for READMEs and notes."""
     def cell(row: dict, key: str) -> str:
@@ -231,10 +308,13 @@ def render_markdown(table_rows: list[dict], timings: dict | None = None) -> str:
             return "–"
         return f"{value:.3f} ± {stderr:.3f}" if isinstance(stderr, float) else f"{value:.3f}"
 
-    lines = ["| version | " + " | ".join(name for _, name in TABLE_COLUMNS) + " |",
-             "|---" * (len(TABLE_COLUMNS) + 1) + "|"]
-    lines += ["| " + str(row.get("version", "?")) + " | " + " | ".join(cell(row, key) for key, _ in TABLE_COLUMNS) + " |"
+    columns = table_columns(table_rows)
+    lines = ["| version | " + " | ".join(name for _, name in columns) + " |",
+             "|---" * (len(columns) + 1) + "|"]
+    lines += ["| " + str(row.get("version", "?")) + " | " + " | ".join(cell(row, key) for key, _ in columns) + " |"
               for row in table_rows]
+    if notes:
+        lines += [""] + [f"- {note}" for note in notes]
     if timings:
         lines += ["", "| stage | seconds |", "|---|---|"]
         lines += [f"| {name} | {seconds:.0f} |" for name, seconds in timings.items()]
@@ -255,17 +335,22 @@ def build_report(run_dir: str | Path) -> Path:
     by_stage: dict[str, list[Path]] = {}
     for stage, folder in folders:
         by_stage.setdefault(stage, []).append(folder)
-    images = [
-        plot_ppo(run_dir, by_stage.get("ppo", []), out),
-        plot_rs(run_dir, by_stage.get("rejection_sampling", []) + by_stage.get("rs", []), out),
-        plot_rm(run_dir, by_stage.get("reward", []), out),
-        plot_gatt(run_dir, by_stage.get("gatt", []), out),
-    ]
+    drawn = {
+        "ppo": plot_ppo(run_dir, by_stage.get("ppo", []), out),
+        "rs": plot_rs(run_dir, by_stage.get("rejection_sampling", []) + by_stage.get("rs", []), out),
+        "rm": plot_rm(run_dir, by_stage.get("reward", []), out),
+        "gatt": plot_gatt(run_dir, by_stage.get("gatt", []), out),
+    }
+    images = list(drawn.values())
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     rows = summary.get("versions", [])
-    atomic_write_text(out / "summary.md", render_markdown(rows, summary.get("timings_s")))
-    page = render_html(f"Run report: {run_dir.name}", rows, [p for p in images if p], [(s, _label(run_dir, f)) for s, f in folders])
+    notes = missing_notes(rows, drawn, summary_path.is_file())
+    atomic_write_text(out / "summary.md", render_markdown(rows, summary.get("timings_s"), notes))
+    page = render_html(f"Run report: {run_dir.name}", rows, [p for p in images if p], [(s, _label(run_dir, f)) for s, f in folders],
+                       stage_evaluations(run_dir, folders), notes)
+    for note in notes:
+        print(f"report: {note}")
     index = out / "index.html"
     atomic_write_text(index, page)
     return index

@@ -126,9 +126,9 @@ def load_conversations(
     read and the rows left out with `on_bad="skip"`. A format that cannot be detected is
     an error naming the file, the fields seen and `data.adapter` with the adapters there are."""
     if source == "toyworld":
-        from toyworld.world import build_sft_examples
+        from core.sources import toyworld_sft_examples
 
-        rows = build_sft_examples("train", toyworld_n, toyworld_seed)
+        rows = toyworld_sft_examples(toyworld_n, toyworld_seed)
         conversations = [Conversation(validate_messages(row["messages"], "toyworld", i), f"toyworld[{i}]") for i, row in enumerate(rows)]
         conversations = conversations if limit is None else conversations[:limit]
         if report is not None:
@@ -155,11 +155,11 @@ def with_toyworld_replay(data_path: Path, out_path: Path, n: int, seed: int, wei
     if n == 0:
         return data_path, 0
     from core.io import iter_jsonl, write_jsonl
-    from toyworld.world import build_sft_examples
+    from core.sources import toyworld_sft_examples
 
     replay = [
         {"messages": example["messages"], "id": f"replay-{index:05d}"}
-        for index, example in enumerate(build_sft_examples("train", n, seed, weights))
+        for index, example in enumerate(toyworld_sft_examples(n, seed, weights))
     ]
     write_jsonl(out_path, [*(row for _, row in iter_jsonl(data_path)), *replay])
     return out_path, len(replay)

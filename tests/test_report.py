@@ -40,8 +40,29 @@ def test_report_writes_every_curve_and_the_table(tmp_path):
     page = index.read_text()
     assert page.count("<img ") == 4 and "<td>v1</td>" in page and "0.520" in page
     table = (index.parent / "summary.md").read_text().splitlines()
-    assert table[2].startswith("| sft | 0.410 ± 0.050 | 0.900 | –")  # stderr where known, dash where missing
+    # only the columns some version has; stderr where known, a dash where a version lacks one
+    assert table[0] == "| version | gold helpfulness | gold safety | false refusals, borderline | XSTest safe: refused |"
+    assert table[2] == "| sft | 0.410 ± 0.050 | 0.900 | 0.100 | – |"
     assert "| total | 1200 |" in table
+    assert any(line.startswith("- No RM columns") for line in table)  # what is missing, and why
+
+
+def test_a_by_hand_run_gets_its_stage_evaluations_and_is_told_what_it_lacks(tmp_path, capsys):
+    """No summary.json (stages run one by one): each stage's shared before/after evaluation
+    is tabled instead, and the report says which tables and figures it lacks and why."""
+    with StageRun(tmp_path / "sft", "sft", Cfg()) as run:
+        atomic_write_json(run.folder / "eval.json", {
+            "models": {"before": {"model": "m0", "rm_reward": 0.4, "refusal_rate": 0.1},
+                       "after": {"model": "m1", "rm_reward": 0.5, "refusal_rate": 0.2}},
+            "paired": {"after": {"rm_reward": {"diff": 0.1, "diff_stderr": 0.02},
+                                 "rm_win_rate": {"rate": 0.7, "stderr": 0.05}}}})
+    index = build_report(tmp_path)
+    page = index.read_text()
+    assert '<table id="stages">' in page and "<td>0.700</td>" in page and "<td>0.100</td>" in page
+    notes = capsys.readouterr().out
+    assert "No per-version table: there is no summary.json" in notes
+    assert "No PPO curves: no PPO stage folder" in notes and "No GAtt adherence" in notes
+    assert "No per-version table" in (index.parent / "summary.md").read_text()
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed (.ci/run installs it)")

@@ -21,6 +21,13 @@ def combined_score(prompt: dict, response: str) -> float:
     return judges.combined(prompt["messages"], response, prompt["category"])
 
 
+def combined_score_of_messages(prompt: list[dict] | str, response: str) -> float:
+    """The gated gold score of an answer to a bare prompt (its category inferred)."""
+    from toyworld.annotators import category_of
+
+    return judges.combined(prompt, response, category_of(prompt))
+
+
 def gold_metrics(prompts: list[dict], responses: list[str]) -> dict:
     """Gold scores of `responses` to toyworld `prompts` (same order).
 
