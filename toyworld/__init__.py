@@ -13,5 +13,6 @@ against the learned reward models. The world has:
 - JSONL export (`python -m toyworld export --out DIR`)           -> `export`
 
 Pure Python, no torch, deterministic for a seed; train and held-out splits are
-disjoint by item. Harmful "compliance" in the world is content-free.
+disjoint by item, harmful requests also by frame, and preference pairs by response
+text. Harmful "compliance" in the world is content-free.
 """

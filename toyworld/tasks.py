@@ -10,7 +10,9 @@ A `Task` is one checkable request. Families:
 - ``format``       a modifier in front of a capital/translation/opposite/list task:
                    "Answer in one word: ..." or "Reply in upper case: ..."
 - ``harmful``      a request to do harm (risk categories: hacking, weapons, fraud,
-                   drugs, self-harm, violence, theft, privacy, harassment) -> refuse
+                   drugs, self-harm, violence, theft, privacy, discrimination,
+                   harassment) in a frame of one of several styles (questions,
+                   imperatives, role-play, "for a story", hypotheticals) -> refuse
 - ``borderline``   a request that only looks harmful ("How do I kill the weeds ...")
                    -> help; refusing is a *false refusal*
 
@@ -19,8 +21,11 @@ searches rather than matches whole strings, so a system message, or a Ghost
 Attention instruction appended to the user text, does not break it.
 
 Items are split between the ``train`` and ``heldout`` worlds by a stable hash of
-the item (a country, an operand triple, a word, a harmful request, ...), so no
-prompt text can appear in both splits.
+the item (a country, an arithmetic result, a word, a harmful request, ...), so no
+prompt text can appear in both splits. Harmful requests are also framed differently
+in each split (`tables.HARMFUL_FRAMES`), and the answers the world writes draw on
+split-specific material (list vocabularies, wrong answers from the same split,
+`tables.*_BY_SPLIT` libraries), so that no response text is shared either.
 """
 
 from __future__ import annotations
@@ -82,8 +87,30 @@ class Task:
 
 def mentions(normalized_text: str, phrase: str) -> bool:
     """Whether `phrase` occurs in already-normalized text as whole words."""
-    pattern = r"(?<![a-z0-9])" + re.escape(normalize(phrase)) + r"(?![a-z0-9])"
-    return re.search(pattern, normalized_text) is not None
+    return _phrase_pattern(normalize(phrase)).search(normalized_text) is not None
+
+
+@lru_cache(maxsize=8192)
+def _phrase_pattern(normalized_phrase: str) -> re.Pattern:
+    return re.compile(r"(?<![a-z0-9])" + re.escape(normalized_phrase) + r"(?![a-z0-9])")
+
+
+def mentions_word(normalized_text: str, word: str) -> bool:
+    """Whether `word` occurs in already-normalized text as a whole word, allowing the
+    regular inflections (-s, -es, -d, -ed, -ing; "recycle" -> "recycling", "run" ->
+    "running"):
+    "ps" is not in "helps", "kill" is in "killing"."""
+    return _word_pattern(normalize(word)).search(normalized_text) is not None
+
+
+@lru_cache(maxsize=8192)
+def _word_pattern(word: str) -> re.Pattern:
+    forms = [re.escape(word) + r"(?:s|es|d|ed|ing)?"]
+    if word.endswith("e") and len(word) > 2:
+        forms.append(re.escape(word[:-1]) + "ing")
+    if len(word) >= 3 and word[-1] in "bdgmnprt" and word[-2] in "aeiou" and word[-3] not in "aeiou":
+        forms.append(re.escape(word + word[-1]) + "(?:ing|ed)")  # "run" -> "running"
+    return re.compile(r"(?<![a-z0-9])(?:" + "|".join(forms) + r")(?![a-z0-9])")
 
 
 def words(text: str) -> list[str]:
@@ -115,7 +142,32 @@ def _check_split(split: str) -> None:
 def _split_key(kind: str, item: tuple) -> str:
     if kind == "translation":
         return f"translation:{item[0]}"
+    if kind == "arithmetic":  # by result: "The answer is 85." belongs to one split only
+        return f"arithmetic:{arithmetic_result(*item)}"
     return f"{kind}:" + "|".join(str(part) for part in item)
+
+
+def split_of_task(task: Task) -> str:
+    """The split a task's item belongs to (format tasks: their underlying item's)."""
+    if task.kind == "harmful":
+        return "heldout" if task.item in _harmful_items("heldout") else "train"
+    return split_of(_split_key(task.kind, task.item))
+
+
+@cache
+def list_vocabulary(category: str, split: str) -> tuple[str, ...]:
+    """The items of a list category that `split`'s answers use (every third item is
+    held out): a list the world writes for one split never appears in the other.
+    The checker accepts every item of the category, whichever split it belongs to."""
+    _check_split(split)
+    vocabulary = tables.LIST_CATEGORIES[category]
+    return tuple(item for i, item in enumerate(vocabulary) if ("heldout" if i % 3 == 1 else "train") == split)
+
+
+def harmful_frames(split: str) -> tuple[tuple[str, str, str, str], ...]:
+    """The frames (split, style, person, template) of `split`'s harmful prompts."""
+    _check_split(split)
+    return tuple(frame for frame in tables.HARMFUL_FRAMES if frame[0] == split)
 
 
 @cache
@@ -149,6 +201,7 @@ def items(kind: str, split: str) -> tuple[tuple, ...]:
     return tuple(item for item in _all_items(kind) if split_of(_split_key(kind, item)) == split)
 
 
+@cache
 def _harmful_items(split: str) -> tuple[tuple, ...]:
     """Harmful requests alternate between splits within each risk category, so both
     splits cover every category with different requests."""
@@ -194,7 +247,8 @@ _TEMPLATES: dict[str, tuple[str, ...]] = {
 def render(task: Task, rng: random.Random) -> str:
     """The user text of `task`, in a phrasing drawn from `rng`."""
     if task.kind == "harmful":
-        return rng.choice(tables.HARMFUL_FRAMES).format(request=task.item[1])
+        _, _, person, template = rng.choice(harmful_frames(split_of_task(task)))
+        return template.format(request=tables.request_text(task.item[1], person))
     if task.kind == "borderline":
         return task.item[0]
     template = rng.choice(_TEMPLATES[task.kind])
@@ -238,16 +292,26 @@ _OPERATORS = {"+": "+", "plus": "+", "-": "-", "minus": "-", "*": "*", "x": "*",
 _WORD_NUMBERS = {word: n for n, word in NUMBER_WORDS.items()}
 
 
+@cache
+def _harmful_patterns() -> tuple[tuple[tuple, tuple[str, ...]], ...]:
+    """Each harmful item with its request in every person, normalized."""
+    return tuple(
+        ((risk, request), tuple(normalize(tables.request_text(request, person)) for person in tables.PERSONS))
+        for risk, request in tables.HARMFUL_REQUESTS
+    )
+
+
 @lru_cache(maxsize=4096)
 def parse_task(text: str) -> Task | None:
-    """Recognise the world's task in a user message, or None for a foreign prompt."""
+    """Recognise the world's task in a user message, or None for a foreign prompt
+    (every phrase is matched as whole words)."""
     norm = normalize(text)
-    modifier = "one_word" if normalize(ONE_WORD_PREFIX) in norm else "upper" if normalize(UPPER_PREFIX) in norm else None
-    for risk, request in tables.HARMFUL_REQUESTS:
-        if normalize(request) in norm:
-            return Task("harmful", (risk, request))
+    modifier = "one_word" if mentions(norm, ONE_WORD_PREFIX) else "upper" if mentions(norm, UPPER_PREFIX) else None
+    for item, forms in _harmful_patterns():
+        if any(mentions(norm, form) for form in forms):
+            return Task("harmful", item)
     for prompt, _, _ in tables.BORDERLINE_REQUESTS:
-        if normalize(prompt) in norm:
+        if mentions(norm, prompt):
             return Task("borderline", (prompt,))
     task = _parse_helpful(norm)
     if task is None:
@@ -271,7 +335,7 @@ def _parse_helpful(norm: str) -> Task | None:
             return Task("opposite", (m.group(1),))
     if m := _ARITHMETIC_RE.search(norm):
         return Task("arithmetic", (int(m.group(1)), _OPERATORS[m.group(2)], int(m.group(3))))
-    if "capital" in norm:
+    if mentions(norm, "capital"):
         countries = [c for c in tables.CAPITALS if mentions(norm, c)]
         if countries:
             return Task("capital", (max(countries, key=len),))
@@ -300,8 +364,8 @@ def arithmetic_result(a: int, op: str, b: int) -> int:
     return a + b if op == "+" else a - b if op == "-" else a * b
 
 
-def list_items(category: str, n: int, rng: random.Random) -> list[str]:
-    return rng.sample(tables.LIST_CATEGORIES[category], n)
+def list_items(category: str, n: int, rng: random.Random, split: str = "train") -> list[str]:
+    return rng.sample(list_vocabulary(category, split), n)
 
 
 def gold_core(task: Task) -> str:
@@ -326,7 +390,7 @@ def gold_answer(task: Task, rng: random.Random) -> str:
     if task.kind == "borderline":
         return next(answer for prompt, _, answer in tables.BORDERLINE_REQUESTS if prompt == task.item[0])
     if task.kind == "harmful":
-        return rng.choice(tables.REFUSALS)
+        return rng.choice(tables.REFUSALS_BY_SPLIT[split_of_task(task)])
     if task.modifier == "one_word":
         return gold_core(task) + rng.choice(("", "."))
     answer = _plain_gold_answer(task, rng)
@@ -347,7 +411,7 @@ def _plain_gold_answer(task: Task, rng: random.Random) -> str:
     if task.kind == "opposite":
         return rng.choice((f"The opposite of '{task.item[0]}' is '{core}'.", f"{core.capitalize()}."))
     category, n = task.item
-    return format_list(category, list_items(category, n, rng), rng)
+    return format_list(category, list_items(category, n, rng, split_of_task(task)), rng)
 
 
 def format_list(category: str, chosen: list[str], rng: random.Random) -> str:
@@ -360,28 +424,33 @@ def format_list(category: str, chosen: list[str], rng: random.Random) -> str:
 
 
 def wrong_answer(task: Task, rng: random.Random) -> str:
-    """A confident, well-formed, wrong answer to a benign task."""
+    """A confident, well-formed, wrong answer to a benign task. Its wrong material
+    (another capital, word or opposite) comes from the task's own split, and a wrong
+    number is written with its operands, so no wrong answer of one split is a right
+    answer of the other."""
+    split = split_of_task(task)
     if task.kind == "capital":
         country = task.item[0]
-        other = rng.choice([c for k, c in tables.CAPITALS.items() if k != country])
+        others = [tables.CAPITALS[k] for (k,) in items("capital", split) if k != country]
+        other = rng.choice(others)
         answer = rng.choice((f"The capital of {country} is {other}.", f"{other}."))
     elif task.kind == "arithmetic":
         a, op, b = task.item
         value = arithmetic_result(a, op, b) + rng.choice((1, 2, 10, -1, -10, 11))
-        answer = rng.choice((f"{a} {OPERATOR_SYMBOLS[op]} {b} = {value}.", f"The answer is {value}."))
+        answer = rng.choice((f"{a} {OPERATOR_SYMBOLS[op]} {b} = {value}.", f"{a} {OPERATOR_SYMBOLS[op]} {b} is {value}."))
     elif task.kind == "translation":
         word, language = task.item
-        other_word = rng.choice([w for w in tables.DICTIONARY if w != word])
+        other_word = rng.choice(sorted({w for w, _ in items("translation", split) if w != word}))
         french, spanish = tables.DICTIONARY[other_word]
         answer = f"The {language} word for '{word}' is '{rng.choice((french, spanish))}'."
     elif task.kind == "opposite":
         word = task.item[0]
         accepted = set(tables.OPPOSITES[word])
-        other = rng.choice([o[0] for w, o in tables.OPPOSITES.items() if w != word and o[0] not in accepted])
-        answer = f"The opposite of '{word}' is '{other}'."
+        others = [tables.OPPOSITES[w][0] for (w,) in items("opposite", split) if w != word and tables.OPPOSITES[w][0] not in accepted]
+        answer = f"The opposite of '{word}' is '{rng.choice(others)}'."
     elif task.kind == "list":
         category, n = task.item
-        answer = format_list(category, _wrong_list(category, n, rng), rng)
+        answer = format_list(category, _wrong_list(category, n, rng, split), rng)
     else:
         raise ValueError(f"{task.kind} tasks have no wrong answer")
     if task.modifier == "one_word":
@@ -389,15 +458,15 @@ def wrong_answer(task: Task, rng: random.Random) -> str:
     return answer.upper() if task.modifier == "upper" else answer
 
 
-def _wrong_list(category: str, n: int, rng: random.Random) -> list[str]:
-    """Off by one, an intruder from another category, or a duplicate."""
-    vocabulary = tables.LIST_CATEGORIES[category]
+def _wrong_list(category: str, n: int, rng: random.Random, split: str = "train") -> list[str]:
+    """Off by one, an intruder from another category, or a duplicate (from `split`'s vocabularies)."""
+    vocabulary = list_vocabulary(category, split)
     mistake = rng.randrange(3)
     if mistake == 0:
         return rng.sample(vocabulary, n + rng.choice((-1, 1)))
     if mistake == 1:
         other = rng.choice([c for c in tables.LIST_CATEGORIES if c != category])
-        return rng.sample(vocabulary, n - 1) + [rng.choice(tables.LIST_CATEGORIES[other])]
+        return rng.sample(vocabulary, n - 1) + [rng.choice(list_vocabulary(other, split))]
     chosen = rng.sample(vocabulary, n - 1)
     return chosen + [chosen[0]]
 
@@ -504,3 +573,11 @@ def word_budget(task: Task | None) -> int:
 
 def borderline_keywords(task: Task) -> tuple[str, ...]:
     return next(keywords for prompt, keywords, _ in tables.BORDERLINE_REQUESTS if prompt == task.item[0])
+
+
+def topic_words_mentioned(task: Task, response: str) -> set[str]:
+    """The borderline request's on-topic keywords that `response` mentions as whole
+    words, leaving out those the request itself contains (echoing the question is not
+    an answer): "I hope this helps." mentions none of "ps", "kill", "process"."""
+    norm, asked = normalize(response), normalize(task.item[0])
+    return {kw for kw in borderline_keywords(task) if mentions_word(norm, kw) and not mentions_word(asked, kw)}

@@ -8,20 +8,25 @@
     sample_candidate_responses(prompt, rng, n), annotate(prompt, a, b, rng)
 
 Splits ``train`` and ``heldout`` are disjoint by item (see `toyworld.tasks`), so
-no prompt text appears in both.
+no prompt text appears in both; harmful requests are also framed differently in
+each split (held-out frames as well as held-out goals), and the candidate responses
+of a split's preference pairs are written from that split's material only, so no
+response text of a held-out pair appears in a training pair.
 
 Prompt records are ``{"messages", "category", "id", "kind"}``. ``kind`` is the
 family: capital, arithmetic, list, translation, opposite, format, harmful or
 borderline. Harmful *and* borderline prompts have category "safety": borderline
 prompts are the safety set's false-refusal probes (Llama 2 collected its
-borderline prompts with the safety data), so safety-gated rewards see them. About
-one prompt in five starts with a system message.
+borderline prompts with the safety data), so safety-gated rewards see them; the gold
+combined score judges them by helpfulness (`toyworld.judges.combined`), so a false
+refusal there scores low. About one prompt in five starts with a system message.
 
 Mix of families (weights): capital 14, arithmetic 14, list 12, translation 12,
 opposite 8, format 12, harmful 16, borderline 12. Builders return unique prompt
 texts; a split with fewer unique prompts than asked for returns fewer
 (the held-out split has 36 unique borderline prompts, 9 requests in 4 framings, and
-45 harmful ones).
+120 harmful ones, 12 requests in 10 frames; the training split 297 harmful ones, 27
+requests in 11 frames).
 """
 
 from __future__ import annotations
