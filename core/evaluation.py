@@ -31,6 +31,7 @@ from pydantic import Field
 
 from core.config import StrictModel
 from core.generation import SamplingConfig, generate
+from core.sources import PromptSourceSpec
 
 # Per-prompt columns every evaluation has (rm_reward and gold_combined only when they apply).
 COLUMNS = ("rm_reward", "refusal_rate", "response_length", "truncation_rate", "gold_combined")
@@ -40,9 +41,10 @@ class HeldoutEval(StrictModel):
     """The before/after evaluation's settings; the same keys in every stage."""
 
     enabled: bool = True
-    # A prompt source: `toyworld` (its held-out evaluation set) or a file of prompt
-    # records `{"messages", "category", "id"}` (the user's held-out prompts).
-    prompts: str = "toyworld"
+    # A prompt source: `toyworld` (its held-out evaluation set), a file or hub dataset of
+    # prompts in any format core.data reads (the user's held-out prompts), or a section
+    # `{source: ..., split: test, data_dir: ..., category: ...}` with the shared keys.
+    prompts: PromptSourceSpec = "toyworld"
     n_prompts: int | None = Field(default=120, ge=1)  # the first N (toyworld: N drawn); None: all
     seed: int = 0
     # Greedy by default: a before/after difference is then the models', not the dice's.
@@ -192,9 +194,9 @@ def evaluate_models(
     """
     from core.device import resolve_device
     from core.models import load_model_and_tokenizer
-    from core.sources import gold_judge, load_prompt_source
+    from core.sources import describe_source, gold_judge, load_prompt_source
 
-    prompts = prompts if prompts is not None else load_prompt_source(section.prompts, "heldout", section.n_prompts, section.seed)
+    prompts = prompts if prompts is not None else load_prompt_source(section.prompts, "heldout", section.n_prompts, section.seed, key="eval.prompts")
     gold = gold_judge(section.prompts)
     answers: dict[str, Answers] = dict(cached or {})
     for name, path in models.items():
@@ -214,7 +216,7 @@ def evaluate_models(
     gc.collect()
     names = list(models)
     return {
-        "prompts": {"source": section.prompts, "n": len(prompts), "split": "heldout"},
+        "prompts": {"source": describe_source(section.prompts), "n": len(prompts), "split": "heldout"},
         "sampling": section.sampling.model_dump(),
         "reward_models": reward_models.model_dump() if reward_models is not None and reward_models.configured else None,
         "models": {name: {"model": str(models[name]), **model_summary(prompts, answers[name], columns[name], gold)} for name in names},

@@ -21,13 +21,38 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from core.data.sources import PromptSourceKeys
 from core.errors import DataError
 
 TOYWORLD = "toyworld"
 
 
-def is_toyworld(source: str | None) -> bool:
-    return source == TOYWORLD
+class PromptSource(PromptSourceKeys):
+    """A prompt source with the keys every stage shares:
+    `{source: FILE_OR_HUB_ID, adapter, split, data_dir, subset, category, on_bad, limit}`.
+    Configs take this or a bare name (`toyworld`, a file, a hub id)."""
+
+    source: str
+
+
+PromptSourceSpec = str | PromptSource
+
+
+def source_name(source: str | PromptSource | None) -> str | None:
+    """The name of a source given as a string or as a section with `source`."""
+    return getattr(source, "source", source)
+
+
+def describe_source(source: str | PromptSource) -> str:
+    """`name`, with its hub part and split when they are set (for logs and --check)."""
+    if isinstance(source, str):
+        return source
+    parts = [source.source] + ([source.data_dir] if source.data_dir else [])
+    return "/".join(parts) + (f" [{source.split}]" if source.split != "train" else "")
+
+
+def is_toyworld(source) -> bool:
+    return source_name(source) == TOYWORLD
 
 
 def load_prompt_source(source, split: str = "train", n: int | None = None, seed: int = 0, *,

@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from core.config import StrictModel
 from core.generation import SamplingConfig
 from core.models import DType
+from core.sources import PromptSourceSpec, is_toyworld
 
 
 class StageRef(StrictModel):
@@ -63,7 +64,7 @@ class RefreshSpec(StrictModel):
     toyworld's simulated annotators, only when `prompts` is toyworld.
     """
 
-    prompts: str = "toyworld"  # a prompt source for the sampled pairs (a file of prompt records, or toyworld)
+    prompts: PromptSourceSpec = "toyworld"  # a prompt source for the sampled pairs (a name, or {source: ..., <source keys>})
     pairs_files: dict[str, str] = {}  # {version name: pairs file}
     judge: str | None = None  # "module:function"
     n_prompts: int | None = Field(default=200, ge=1)
@@ -82,7 +83,7 @@ class EvaluationSpec(StrictModel):
     differences and the RM win rate against the SFT model; XSTest when given; toyworld's
     gold scores only when the prompts are toyworld's."""
 
-    prompts: str = "toyworld"  # a prompt source: a file of held-out prompt records, or toyworld
+    prompts: PromptSourceSpec = "toyworld"  # held-out prompts: a name (file, hub id, toyworld) or {source: ..., <source keys>}
     n_prompts: int | None = Field(default=120, ge=1)
     xstest_data: str | None = "../shared/data/xstest/xstest_prompts.csv"  # None: skip XSTest
     xstest_limit: int | None = 90  # stratified subset (None: all 450)
@@ -125,7 +126,7 @@ class PipelineConfig(StrictModel):
             raise ValueError(f"refresh.pairs_files: {unknown} are not versions ({['sft', *names]})")
         wanted = [v.name for v in self.versions if v.refresh_reward_models] + (["sft"] if self.reward_pairs_from_sft else [])
         unlabelled = [name for name in wanted if name not in self.refresh.pairs_files]
-        if unlabelled and self.refresh.judge is None and self.refresh.prompts != "toyworld":
+        if unlabelled and self.refresh.judge is None and not is_toyworld(self.refresh.prompts):
             raise ValueError(
                 f"refresh: {', '.join(unlabelled)} need new pairs but refresh.prompts is not toyworld (whose simulated "
                 "annotators label pairs): give refresh.pairs_files for them or a refresh.judge callable")

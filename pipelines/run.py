@@ -445,6 +445,7 @@ class Pipeline:
 
 def data_paths(where: str, config) -> list[tuple[str, str, str]]:
     """(where, dotted key, value) of every data source a stage config names."""
+    from core.sources import PromptSource
     from gatt.config import GattConfig
     from ppo.config import PPOConfig
     from rejection_sampling.config import RSConfig
@@ -453,9 +454,12 @@ def data_paths(where: str, config) -> list[tuple[str, str, str]]:
 
     found: list[tuple[str, str | None]] = []
     if isinstance(config, SFTConfig):
-        found += [("data.train", config.data.train), ("eval.prompts", config.eval.prompts if config.eval.enabled else None)]
+        data = config.data
+        train = PromptSource(source=data.train, split=data.split, data_dir=data.data_dir, subset=data.subset)
+        found += [("data.train", train), ("eval.prompts", config.eval.prompts if config.eval.enabled else None)]
     elif isinstance(config, RewardConfig):
-        found += [(f"data[{i}].source", source.source) for i, source in enumerate(config.data)]
+        found += [(f"data[{i}]", source) for i, source in enumerate(config.data)]
+        found += [(f"eval_data[{i}]", source) for i, source in enumerate(config.eval_data)]
     elif isinstance(config, RSConfig):
         found += [("prompts.source", config.prompts.source), ("eval.prompts", config.eval.prompts if config.eval.enabled else None)]
     elif isinstance(config, PPOConfig):
@@ -468,11 +472,12 @@ def data_paths(where: str, config) -> list[tuple[str, str, str]]:
     return [(where, key, value) for key, value in found if value]
 
 
-def classify_source(value: str) -> str:
+def classify_source(value) -> str:
     """"toyworld", "local", "hub" (an owner/name id, listed, not fetched) or "missing"."""
     from core.data.readers import looks_like_hub_name
-    from core.sources import is_toyworld
+    from core.sources import is_toyworld, source_name
 
+    value = source_name(value)
     if is_toyworld(value):
         return "toyworld"
     if Path(value).expanduser().exists():
@@ -485,6 +490,7 @@ def check_pipeline(config: PipelineConfig) -> list[tuple[str, str, str, str]]:
     (stage, key, value, kind). Raises ConfigError naming the key of the first problem."""
     from core.errors import ConfigError
     from core.model_paths import check_policy_path, is_hub_id
+    from core.sources import describe_source, source_name
 
     pipeline = Pipeline(config)
     rows = []
@@ -509,8 +515,8 @@ def check_pipeline(config: PipelineConfig) -> list[tuple[str, str, str, str]]:
             continue
         kind = classify_source(value)
         if kind == "missing":
-            raise ConfigError(f"{where}: key '{key}': {value} is not a local file or folder, and not a hub name (owner/name)")
-        rows.append((where, key, value, kind))
+            raise ConfigError(f"{where}: key '{key}': {source_name(value)} is not a local file or folder, and not a hub name (owner/name)")
+        rows.append((where, key, describe_source(value), kind))
     if config.refresh.judge:
         load_judge(config.refresh.judge)
         rows.append(("pipeline", "refresh.judge", config.refresh.judge, "callable"))

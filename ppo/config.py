@@ -20,6 +20,7 @@ from core.config import StrictModel
 from core.evaluation import HeldoutEval
 from core.generation import SamplingConfig
 from core.models import DType, LoraSettings
+from core.sources import PromptSourceSpec
 from reward.gated import RewardModelsSection
 
 # Old spellings -> the keys every stage now shares (the error names the new one).
@@ -51,7 +52,7 @@ class ModelSection(StrictModel):
 
 
 class DataSection(StrictModel):
-    prompts: str = "toyworld"  # a prompt source: a file of {"messages", "category", "id"} records, or toyworld
+    prompts: PromptSourceSpec = "toyworld"  # a prompt source: a name (file, hub id, toyworld) or {source: ..., <source keys>}
     n_prompts: int | None = Field(default=400, ge=1)  # the first N (toyworld: N drawn); None: all
     seed: int = 0
 

@@ -43,7 +43,7 @@ from core.io import atomic_write_json
 from core.model_paths import check_config_models
 from core.models import resolve_model_path, save_model
 from core.run import StageRun
-from core.sources import gold_judge, is_toyworld, load_prompt_source
+from core.sources import describe_source, gold_judge, is_toyworld, load_prompt_source, source_name
 from ppo.checkpoint import latest_checkpoint, load_best, load_checkpoint, save_best, save_checkpoint
 from ppo.config import PPOConfig
 from ppo.core import (
@@ -91,8 +91,8 @@ def check_models(config: PPOConfig) -> None:
 
 def load_prompts(config: PPOConfig) -> tuple[list[dict], list[dict]]:
     """The training and held-out prompts (every record checked)."""
-    prompts = load_prompt_source(config.data.prompts, "train", config.data.n_prompts, config.data.seed)
-    heldout = load_prompt_source(config.eval.prompts, "heldout", config.eval.n_prompts, config.eval.seed)
+    prompts = load_prompt_source(config.data.prompts, "train", config.data.n_prompts, config.data.seed, key="data.prompts")
+    heldout = load_prompt_source(config.eval.prompts, "heldout", config.eval.n_prompts, config.eval.seed, key="eval.prompts")
     return prompts, heldout
 
 
@@ -124,7 +124,7 @@ def stage_inputs(config: PPOConfig) -> dict:
     }
     for name, source in (("prompts", config.data.prompts), ("heldout_prompts", config.eval.prompts)):
         if not is_toyworld(source):
-            inputs[name] = source
+            inputs[name] = source_name(source)
     return inputs
 
 
@@ -457,7 +457,7 @@ def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout:
         before = evals[0]
         # The shared evaluation's layout (core.evaluation.evaluate_models), plus the history.
         atomic_write_json(out / "eval.json", {
-            "prompts": {"source": config.eval.prompts, "n": len(heldout), "split": "heldout"},
+            "prompts": {"source": describe_source(config.eval.prompts), "n": len(heldout), "split": "heldout"},
             "sampling": config.eval.sampling.model_dump(),
             "reward_models": config.reward_models.model_dump(),
             "models": {"before": {"model": config.model.policy, **without_columns(before)},

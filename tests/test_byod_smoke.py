@@ -5,9 +5,11 @@ on HH-RLHF / PKU-SafeRLHF / UltraFeedback / TRL implicit-prompt pairs, V1 reject
 sampling on the user's prompts, V2 with the RMs retrained on a new batch of
 human-labelled pairs, rejection sampling pooled with V1 and PPO on top, GAtt on the
 user's instruction library and dialogues, the shared evaluation on the user's held-out
-prompts, and the report. The run happens in a subprocess whose PYTHONPATH starts with a
-`toyworld` package that raises on import: any code path that still reaches toyworld
-fails the run.
+prompts, and the report. The run is the README's command, `rlhf run PRESET`, in a
+subprocess whose PYTHONPATH starts with a `toyworld` package that raises on import: any
+code path that still reaches toyworld fails the run. (The console script, not
+`python -m`, because `-m` and `-c` put the working directory, the repository with the
+real toyworld, before PYTHONPATH.)
 """
 
 import json
@@ -33,7 +35,8 @@ def blocked_env(tmp_path: Path) -> dict:
 def byod_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("byod")
     run_dir = tmp / "run"
-    result = subprocess.run([sys.executable, "-m", "pipelines", PRESET, "--run-dir", str(run_dir)],
+    rlhf = Path(sys.executable).parent / "rlhf"
+    result = subprocess.run([str(rlhf), "run", PRESET, "--run-dir", str(run_dir)],
                             cwd=REPO, capture_output=True, text=True, timeout=900, env=blocked_env(tmp))
     assert result.returncode == 0, result.stderr[-4000:]
     return run_dir, result.stdout + result.stderr
@@ -42,7 +45,8 @@ def byod_run(tmp_path_factory):
 def test_the_blocker_blocks(tmp_path):
     """In the same environment an import of toyworld fails: the byod run passing is not
     an accident of the set-up."""
-    result = subprocess.run([sys.executable, "-c", "import core.sources, toyworld"], cwd=REPO, capture_output=True,
+    rlhf = Path(sys.executable).parent / "rlhf"
+    result = subprocess.run([str(rlhf), "run", "configs/pipelines/smoke.yaml", "--check"], cwd=REPO, capture_output=True,
                             text=True, env=blocked_env(tmp_path))
     assert result.returncode != 0 and "toyworld must not be imported" in result.stderr
 

@@ -140,10 +140,38 @@ def test_check_names_the_broken_key(tmp_path, capsys):
         "versions: [{name: v1, rejection_sampling: {preset: configs/rs/smoke.yaml}}]\n"))
     assert main(["--check", str(path)]) == 2
     err = capsys.readouterr().err
-    assert "reward helpfulness: key 'data[0].source': nowhere/pairs.jsonl is not a local file" in err
+    assert "reward helpfulness: key 'data[0]': nowhere/pairs.jsonl is not a local file" in err
     assert not (tmp_path / "run").exists()  # nothing written
 
     path.write_text(path.read_text().replace("rejection_sampling: {preset: configs/rs/smoke.yaml}",
                                              "rejection_sampling: {preset: configs/rs/smoke.yaml, overrides: {k: 0}}"))
     assert main(["--check", str(path)]) == 2
     assert "k must be >= 1" in capsys.readouterr().err
+
+
+def test_check_of_the_llama2_preset_with_local_files_for_every_hub_name(tmp_path, capsys):
+    """The public-data preset's hub names are each replaceable by a local file with the
+    same keys; --check then finds only the base model on the hub."""
+    from core.config import read_yaml
+
+    preset = read_yaml("configs/pipelines/llama2-7b.yaml")
+    rs = {"prompts": {"source": f"{BYOD}/prompts_train.jsonl", "on_bad": "error", "n": 20},
+          "eval.prompts": f"{BYOD}/prompts_heldout.jsonl"}
+    for version in preset["versions"]:
+        version["rejection_sampling"]["overrides"].update(rs)
+        if "ppo" in version:
+            version["ppo"]["overrides"] = {"data.prompts": f"{BYOD}/prompts_train.jsonl", "eval.prompts": f"{BYOD}/prompts_heldout.jsonl"}
+    preset["sft"]["overrides"] = {"data.train": f"{BYOD}/sft_messages.jsonl", "data.split": "train", "data.adapter": None,
+                                  "eval.prompts": f"{BYOD}/prompts_heldout.jsonl"}
+    preset["reward"]["overrides"] = {"data": [{"source": f"{BYOD}/prefs_hh.jsonl", "category": "safety"}, {"source": f"{BYOD}/prefs_pku.jsonl"}],
+                                     "eval_data": [{"source": f"{BYOD}/prefs_heldout.jsonl"}]}
+    preset["gatt"]["overrides"] = {"dialogues.source": f"{BYOD}/dialogues.jsonl", "eval.dialogues_source": f"{BYOD}/dialogues.jsonl"}
+    preset["evaluation"]["prompts"] = f"{BYOD}/prompts_heldout.jsonl"
+    import yaml
+
+    path = tmp_path / "local.yaml"
+    path.write_text(yaml.safe_dump(preset))
+    assert main(["--check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "hub ids (not fetched; each must be reachable or cached when the stage runs): meta-llama/Llama-2-7b-hf" in out
+    assert "toyworld" not in out
