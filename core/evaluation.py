@@ -51,6 +51,16 @@ class HeldoutEval(StrictModel):
     sampling: SamplingConfig = SamplingConfig(max_new_tokens=48, temperature=0.0, batch_size=16)
 
 
+def check_heldout_source(section: HeldoutEval, data_source, data_key: str) -> None:
+    """A stage trained on the user's data must not evaluate on toyworld's prompts by
+    default: ValueError naming `eval.prompts` when the section left it unset."""
+    from core.sources import is_toyworld
+
+    if section.enabled and "prompts" not in section.model_fields_set and not is_toyworld(data_source):
+        raise ValueError(f"eval.prompts: {data_key} is your own data, but the held-out evaluation would use toyworld's "
+                         "prompts (the default); set eval.prompts to your held-out prompts, or eval.enabled=false")
+
+
 # ---------------------------------------------------------------- statistics (pure)
 
 

@@ -15,7 +15,7 @@ from pydantic import model_validator
 
 from core.config import StrictModel
 from core.data.sources import PromptSourceKeys
-from core.evaluation import HeldoutEval
+from core.evaluation import HeldoutEval, check_heldout_source
 from core.models import LoraSettings
 from core.sources import is_toyworld
 from reward.gated import RS_RENAMED, RewardModelsSection
@@ -96,6 +96,7 @@ class RSConfig(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> RSConfig:
         self.reward_models.require("rejection sampling (ranking the K samples)")
+        check_heldout_source(self.eval, self.prompts.source, "prompts.source")
         for name in ("k", "shard_size", "batch_size", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
 from core.config import StrictModel
 from core.data.sources import SFTSourceKeys
-from core.evaluation import HeldoutEval
+from core.evaluation import HeldoutEval, check_heldout_source
 from core.generation import SamplingConfig
 from core.models import LoraSettings
 from reward.gated import RewardModelsSection
@@ -120,3 +120,8 @@ class SFTConfig(StrictModel):
     output_dir: str = "runs/sft"
     tensorboard: bool = False
     progress: bool = True  # tqdm bars
+
+    @model_validator(mode="after")
+    def _check(self) -> SFTConfig:
+        check_heldout_source(self.eval, self.data.train, "data.train")
+        return self

@@ -226,9 +226,9 @@ CASES = [
     Case("rm-eval-bad-pairs", lambda d, a: ["reward", "eval", "--model", a["rm"], "--data", str(d / "p.jsonl"), "--out", str(d / "out")],
          ("p.jsonl, line 1, field 'rating'",), files={"p.jsonl": jl(pair(rating=3))}),
     # -- rejection sampling ------------------------------------------------------------------
-    Case("rs-duplicate-ids", rs("prompts.source={dir}/prompts.jsonl"), ("prompts.jsonl, line 2, field 'id'", "duplicate id 'p1'"),
+    Case("rs-duplicate-ids", rs("prompts.source={dir}/prompts.jsonl", "eval.enabled=false"), ("prompts.jsonl, line 2, field 'id'", "duplicate id 'p1'"),
          files={"prompts.jsonl": jl(GOOD_PROMPT, prompt(messages=msgs(("user", "Another?"))))}, existing=True),
-    Case("rs-prompt-ends-with-answer", rs("prompts.source={dir}/prompts.jsonl"),
+    Case("rs-prompt-ends-with-answer", rs("prompts.source={dir}/prompts.jsonl", "eval.enabled=false"),
          ("prompts.jsonl, line 1, field 'messages[1].role'", "must end with a user message"),
          files={"prompts.jsonl": jl(prompt(messages=msgs(("user", "Hi"), ("assistant", "Hello"))))}),
     Case("rs-reward-model-folder-not-one", rs("reward_models.helpfulness={tiny}"), ("reward_models.helpfulness", "tiny-llama", "not a reward model")),

@@ -256,7 +256,7 @@ def test_sft_stage_data_keys_and_report(tmp_path, smollm_tokenizer):
     path = tmp_path / "mine.jsonl"
     path.write_text(json.dumps(good) + "\n" + '{"prompt": "broken\n' + json.dumps({"prompt": "x", "completion": 3}) + "\n"
                     + "".join(json.dumps({"prompt": f"Say {i}.", "completion": f"{i}."}) + "\n" for i in range(5)))
-    config = load_config(SFTConfig, SFT_SMOKE, [f"data.train={path}", "data.on_bad=skip", "data.limit=4"])
+    config = load_config(SFTConfig, SFT_SMOKE, [f"data.train={path}", "data.on_bad=skip", "data.limit=4", "eval.enabled=false"])
     examples, report = build_sft_dataset(config, smollm_tokenizer)
     assert len(examples) == report.n_kept == 4 and report.adapter == "plain"
     assert report.n_bad_rows == 2
@@ -265,7 +265,7 @@ def test_sft_stage_data_keys_and_report(tmp_path, smollm_tokenizer):
     assert "line 3, field 'completion'" in skipped[1]
     assert report.metrics()["data/n_bad_rows"] == 2 and report.to_dict()["sources"][0]["n_loaded"] == 4
     # the default stops at the first bad row, naming it
-    config = load_config(SFTConfig, SFT_SMOKE, [f"data.train={path}"])
+    config = load_config(SFTConfig, SFT_SMOKE, [f"data.train={path}", "eval.enabled=false"])
     with pytest.raises(DataError, match=r"mine\.jsonl, line 2: malformed JSON"):
         build_sft_dataset(config, smollm_tokenizer)
 

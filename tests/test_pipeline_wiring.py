@@ -175,3 +175,18 @@ def test_check_of_the_llama2_preset_with_local_files_for_every_hub_name(tmp_path
     out = capsys.readouterr().out
     assert "hub ids (not fetched; each must be reachable or cached when the stage runs): meta-llama/Llama-2-7b-hf" in out
     assert "toyworld" not in out
+
+
+def test_a_stage_on_your_data_does_not_evaluate_on_toyworld_by_default():
+    """SFT and RS on the user's files must name their held-out prompts (or turn the
+    evaluation off): toyworld's prompts are the default only for toyworld's data."""
+    from rejection_sampling.config import RSConfig
+    from sft.config import SFTConfig
+
+    with pytest.raises(ConfigError, match="eval.prompts: data.train is your own data"):
+        load_config(SFTConfig, "configs/sft/smoke.yaml", [f"data.train={BYOD}/sft_messages.jsonl"])
+    sft = load_config(SFTConfig, "configs/sft/smoke.yaml", [f"data.train={BYOD}/sft_messages.jsonl", f"eval.prompts={BYOD}/prompts_heldout.jsonl"])
+    assert sft.eval.prompts == f"{BYOD}/prompts_heldout.jsonl"
+    with pytest.raises(ConfigError, match="eval.prompts: prompts.source is your own data"):
+        load_config(RSConfig, "configs/rs/smoke.yaml", [f"prompts.source={BYOD}/prompts_train.jsonl"])
+    assert not load_config(RSConfig, "configs/rs/smoke.yaml", [f"prompts.source={BYOD}/prompts_train.jsonl", "eval.enabled=false"]).eval.enabled

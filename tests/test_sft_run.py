@@ -21,7 +21,8 @@ def test_smoke_sft_end_to_end_and_rerun_skipped(tmp_path, caplog):
     config = load_config(
         SFTConfig,
         "configs/sft/smoke.yaml",
-        [f"data.train={data}", f"output_dir={out}", "training.max_steps=2", "training.save_steps=100", "eval.n_prompts=4", "eval.sampling.max_new_tokens=4"],
+        [f"data.train={data}", f"output_dir={out}", "training.max_steps=2", "training.save_steps=100", "eval.n_prompts=4", "eval.sampling.max_new_tokens=4",
+         "eval.prompts=toyworld"],  # named: a stage on your data never evaluates on toyworld by default
     )
     with caplog.at_level("INFO", logger="sft"):
         model_dir = run(config)
