@@ -59,6 +59,9 @@ def test_every_stage_wrote_its_model_metrics_and_the_report(byod_run):
         assert (run_dir / stage / "metrics.jsonl").stat().st_size > 0, stage
     assert (run_dir / "gatt" / "sft" / "model" / "config.json").is_file()
     assert (run_dir / "report" / "index.html").is_file()
+    assert (run_dir / "report" / "rm_accuracy.png").is_file()  # on the user's held-out pairs
+    heldout = json.loads((run_dir / "rm_safety" / "eval.json").read_text())["heldout"]
+    assert heldout["overall"]["n"] == 40 and set(heldout["per_category"]) == {"helpfulness", "safety"}
     # every stage says where its model went
     for written in ["sft/model", "v1/rs/model", "v2/ppo/model", "gatt/sft/model"]:
         assert f"model: {run_dir / written}" in log, written
