@@ -3,7 +3,8 @@
 Times `rejection_sampling.sample.sample_shard` as the stage runs it: K answers per
 prompt from the policy (the K copies of a prompt share batches of `--batch-size`
 sequences, sorted by length, KV cache), each scored by both reward models and Llama
-2's gate (`Scorers`). The scoring time is measured by wrapping `Scorers.score`;
+2's gate (the gated scoring service, `reward.gated.GatedScorer`). The scoring time is
+measured by wrapping `GatedScorer.score`;
 generation is the rest. One shard of `--prompts` prompts per K, after an untimed
 warm-up shard; the policy and the reward models are loaded once.
 
@@ -35,10 +36,10 @@ def rs_config(args, device: str, helpful: str, safety: str, k: int, n_prompts: i
     from rejection_sampling.config import RSConfig
 
     return RSConfig(
-        policy=args.model, helpful_rm=helpful, safety_rm=safety, k=k, temperature=args.temperature,
-        max_new_tokens=max_new_tokens, batch_size=args.batch_size, rm_batch_size=args.rm_batch_size,
-        dtype=args.dtype, rm_dtype=args.dtype, device=device, prompts={"source": "toyworld", "n": n_prompts},
-        output_dir=tmp, progress=False, finetune_enabled=False,
+        policy=args.model, k=k, temperature=args.temperature, max_new_tokens=max_new_tokens, batch_size=args.batch_size,
+        reward_models={"helpfulness": helpful, "safety": safety, "batch_size": args.rm_batch_size, "dtype": args.dtype, "device": device},
+        dtype=args.dtype, device=device, prompts={"source": "toyworld", "n": n_prompts},
+        output_dir=tmp, progress=False, finetune_enabled=False, eval={"enabled": False},
     )
 
 
@@ -82,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     load = LoadNote()
 
     from core.models import load_model_and_tokenizer
-    from rejection_sampling.sample import Scorers, load_prompts, sample_shard
+    from rejection_sampling.sample import load_prompts, sample_shard
+    from reward.gated import GatedScorer
 
     rows, rates = [], {}
     with tempfile.TemporaryDirectory(prefix="bench-rs-") as tmp:
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         safety = args.safety_rm or str(make_untrained_rm(args.model, Path(tmp) / "rm_safety", seed=2))
         policy, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype, device=device)
         warmup = rs_config(args, device, helpful, safety, k=2, n_prompts=1, max_new_tokens=4, tmp=tmp)
-        scorers = Scorers(warmup, rm_id="benchmark")
+        scorers = GatedScorer(warmup.reward_models, device=device)
         scoring = {"seconds": 0.0}
         inner = scorers.score
 
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
             return out
 
         scorers.score = timed_score
-        sample_shard(policy, tokenizer, scorers, warmup, load_prompts(warmup), shard=0)  # warm-up, untimed
+        sample_shard(policy, tokenizer, scorers, "benchmark", warmup, load_prompts(warmup), shard=0)  # warm-up, untimed
 
         for k in [int(v) for v in args.ks.split(",") if v]:
             config = rs_config(args, device, helpful, safety, k=k, n_prompts=args.prompts, max_new_tokens=args.new_tokens, tmp=tmp)
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
             synchronize(device)
             start = time.perf_counter()
             with counting_response_tokens({"tokens": 0}) as counted:
-                samples = sample_shard(policy, tokenizer, scorers, config, prompts, shard=1)
+                samples = sample_shard(policy, tokenizer, scorers, "benchmark", config, prompts, shard=1)
             synchronize(device)
             seconds = time.perf_counter() - start
             tokens = counted["tokens"] / len(samples)
