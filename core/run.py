@@ -6,6 +6,8 @@ A stage folder (for example `runs/quickstart/v2/ppo/`) holds:
 - `manifest.json`: inputs with content hashes, outputs, package version, git
   commit, start and end times and a status (`running`, `completed`, `failed`);
 - `metrics.jsonl`: one JSON object per logged step (`{"step", "stage", ...}`);
+- a model card (`README.md`, `core.model_card`) in the folder of an output named
+  "model", written when the stage completes;
 - TensorBoard events under `tensorboard/` when asked;
 - the stage's outputs.
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import math
 import os
 import socket
@@ -247,6 +250,16 @@ class StageRun:
     def add_output(self, name: str, path: str | os.PathLike) -> None:
         self.outputs[name] = str(path)
 
+    def _write_model_card(self, model_dir: Path) -> None:
+        """README.md in the model folder from the final manifest (core.model_card); a
+        card that cannot be written is logged, never a failed stage."""
+        from core.model_card import write_model_card
+
+        try:
+            write_model_card(model_dir, self.folder, manifest=self._manifest)
+        except Exception as exc:  # noqa: BLE001 - the model is saved and the manifest says completed
+            logging.getLogger("core.run").warning("no model card for %s: %s: %s", model_dir, type(exc).__name__, exc)
+
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             if self.metrics is not None:
@@ -259,6 +272,9 @@ class StageRun:
                 **({"error": f"{exc_type.__name__}: {exc}"} if exc_type is not None else {}),
                 **self.extra,
             )
+            if exc_type is None and "model" in self.outputs and Path(self.outputs["model"]).is_dir():
+                # before the manifest says completed: a process killed in between reruns the stage
+                self._write_model_card(Path(self.outputs["model"]))
             atomic_write_json(self.folder / MANIFEST, self._manifest)
         finally:
             if self._locked:

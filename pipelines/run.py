@@ -487,7 +487,8 @@ def classify_source(value) -> str:
 
 def check_pipeline(config: PipelineConfig) -> list[tuple[str, str, str, str]]:
     """Every stage's resolved config and every path it names, offline; rows of
-    (stage, key, value, kind). Raises ConfigError naming the key of the first problem."""
+    (stage, key, value, kind). Raises ConfigError naming the key of the first problem.
+    A PPO stage on a Llama-2 size that cannot fit 8 x 80 GB adds a "warning" row."""
     from core.errors import ConfigError
     from core.model_paths import check_policy_path, is_hub_id
     from core.sources import describe_source, source_name
@@ -507,7 +508,8 @@ def check_pipeline(config: PipelineConfig) -> list[tuple[str, str, str, str]]:
     named = [("pipeline", "evaluation.prompts", spec.prompts), ("pipeline", "evaluation.xstest_data", spec.xstest_data),
              ("pipeline", "refresh.prompts", config.refresh.prompts if (config.reward_pairs_from_sft or any(v.refresh_reward_models for v in config.versions)) else None),
              *(("pipeline", f"refresh.pairs_files.{version}", path) for version, path in config.refresh.pairs_files.items())]
-    for where, stage in pipeline.stage_configs():
+    stages = pipeline.stage_configs()
+    for where, stage in stages:
         named += data_paths(where, stage)
     stand_in = str(pipeline.root / "model")
     for where, key, value in named:
@@ -520,7 +522,19 @@ def check_pipeline(config: PipelineConfig) -> list[tuple[str, str, str, str]]:
     if config.refresh.judge:
         load_judge(config.refresh.judge)
         rows.append(("pipeline", "refresh.judge", config.refresh.judge, "callable"))
+    rows += ppo_memory_rows(stages, base)
     return rows
+
+
+def ppo_memory_rows(stages, base_model: str) -> list[tuple[str, str, str, str]]:
+    """A warning row for each PPO stage on a known Llama-2 size (named by the base model)
+    that cannot fit 8 x 80 GB GPUs (`core.memory_plan`); a warning, not an error."""
+    from core.memory_plan import ppo_memory_warning
+    from ppo.config import PPOConfig
+
+    warnings = ((where, ppo_memory_warning(stage, n_gpus=8, gpu_gb=80, model_name=base_model))
+                for where, stage in stages if isinstance(stage, PPOConfig))
+    return [(where, "memory", warning, "warning") for where, warning in warnings if warning]
 
 
 def format_check(rows: list[tuple[str, str, str, str]]) -> str:
