@@ -4,6 +4,12 @@ Defaults are Llama 2's PPO numbers (arXiv 2307.09288, section 3.2.3): clip 0.2,
 batch 512, minibatch 64, one gradient step per minibatch, constant lr 1e-6,
 AdamW (0.9, 0.95), eps 1e-5, weight decay 0.1, grad clip 1.0, β 0.01.
 
+Precision: `model.dtype` is the COMPUTE dtype. The weights the optimizer updates
+(policy and critic) are always float32 masters; `bfloat16` runs every forward under
+`torch.autocast` over those masters (the frozen reference, and the frozen base in lora
+mode, are stored in bfloat16). Plain AdamW on bf16 weights would round steps of 1e-6
+away (0.95 % of the weights changed over 8 steps in the paper config, 99.98 % in fp32).
+
 Batch sizes are GLOBAL: under `accelerate launch --num_processes N` each process
 rolls out, scores and trains on `batch_size / N` prompts and `minibatch_size / N`
 samples per minibatch (see `ppo/train.py` for how the split keeps the N-process run
@@ -29,7 +35,6 @@ PPO_RENAMED = {
     "reward.safety_model": "reward_models.safety",
     "reward.safety_threshold": "reward_models.safety_threshold",
     "reward.batch_size": "reward_models.batch_size",
-    "reward": "reward_models",
     "data.heldout_prompts": "eval.prompts",
     "data.n_heldout": "eval.n_prompts",
     "optim.lr": "optim.learning_rate",
@@ -39,16 +44,24 @@ PPO_RENAMED = {
 
 class ModelSection(StrictModel):
     policy: str  # the initial policy (SFT or rejection-sampling checkpoint); also the frozen reference π0
+    # Compute dtype: float32, or bfloat16 (autocast over float32 master weights; the
+    # frozen reference is stored in bfloat16). float16 is refused (it needs loss scaling);
+    # auto: float32 compute, the reference in its checkpoint's dtype.
     dtype: DType = "float32"
     # separate: policy, reference and critic are three models.
     # lora: one frozen base; a "policy" and a "critic" LoRA adapter on it; the
     #       reference is the base with adapters disabled.
     memory: Literal["separate", "lora"] = "separate"
     lora: LoraSettings = LoraSettings(enabled=True)  # used when memory is lora (`enabled` is ignored)
-    # The critic body: the helpfulness RM (LM head replaced by its scalar head, as in
-    # Llama 2's RMs) or the initial policy with a new zero-initialised value head.
-    # In lora mode the critic body is the shared base, so only `policy` is possible.
-    critic_init: Literal["helpfulness_rm", "policy"] = "helpfulness_rm"
+    # The critic's first values must match its targets' scale (whitened scores, about
+    # mean 0 and std 1). policy (default): the initial policy's body and a new
+    # zero-initialised value head, so every value starts at 0, the targets' mean.
+    # helpfulness_rm: the helpfulness RM's body and head, the head re-scaled at
+    # iteration 1 by the whitening statistics (value = (r - mean) / std), so it
+    # predicts the whitened score rather than the raw RM logit. Only with
+    # reward.kind gated or helpfulness (the RM head predicts nothing else), and not
+    # in lora mode (the critic body is the policy's frozen base there).
+    critic_init: Literal["helpfulness_rm", "policy"] = "policy"
 
 
 class DataSection(StrictModel):
@@ -66,25 +79,77 @@ class PPOSection(StrictModel):
     chunk_size: int = Field(default=8, ge=1)
     micro_batch_size: int = Field(default=8, ge=1)  # rows per forward pass (memory only; no effect on the step)
     clip: float = 0.2
+    # The value clip: a value moves at most this far from its rollout value per
+    # iteration (TRL's cliprange_value); null disables it (plain squared error).
     value_clip: float | None = 0.2
     vf_coef: float = 0.1
     gamma: float = 1.0
     lam: float = 0.95
-    beta: float = 0.01  # KL coefficient (0.005 for 34B/70B in the paper)
+    beta: float = 0.01  # KL coefficient (0.005 for 34B/70B in the paper); the initial one when kl_target is set
+    # Adaptive KL controller (Ziegler et al. 2019): after each iteration
+    # β <- β (1 + clip(KL / kl_target - 1, -0.2, 0.2) · batch_size / kl_horizon), KL the
+    # mean sequence KL of the batch. null: β stays fixed (Llama 2).
+    kl_target: float | None = Field(default=None, gt=0)
+    kl_horizon: int = Field(default=10000, ge=1)
     kl_estimator: Literal["k1", "abs", "mse", "k3"] = "k1"
-    # WHITEN of the logit score: running moments over all iterations (TRL's former
-    # use_score_norm), this batch's statistics, or none.
+    # WHITEN of the score (LOGIT of the RM probability, or reward.function's value):
+    # running moments over all iterations (TRL's former use_score_norm), this batch's
+    # statistics, or none.
     score_whitening: Literal["running", "batch", "none"] = "running"
     whiten_advantages: bool = True
+    # A response cut at sampling.max_new_tokens without an end-of-turn token:
+    # subtract: its whitened score minus this penalty (TRL's missing_eos_penalty);
+    # replace: its whitened score set to -penalty (lm-human-preferences' penalty_reward_value).
+    # In whitened units (one standard deviation of the score), so independent of the
+    # reward's scale; the whitening statistics are those of the unpenalised scores.
+    # null: truncated responses are scored as if finished.
+    missing_eos_penalty: float | None = Field(default=1.0, ge=0)
+    missing_eos_mode: Literal["subtract", "replace"] = "subtract"
 
 
 class OptimSection(StrictModel):
     learning_rate: float = 1e-6  # constant (no schedule), as in the paper
-    critic_learning_rate: float | None = None  # None: same as learning_rate
+    critic_learning_rate: float | None = None  # the critic's own constant lr; None: same as learning_rate
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-5
     weight_decay: float = 0.1
     grad_clip: float | None = 1.0  # applied to the policy and the critic separately
+
+
+class RewardSection(StrictModel):
+    """What PPO maximises (the RMs themselves are the shared `reward_models` section).
+
+    gated        Llama 2's R_c: both RMs and the safety gate (default)
+    helpfulness  the helpfulness RM's probability σ(r_h)
+    safety       the safety RM's probability σ(r_s)
+    function     `function: "module:function"` (or "path/to/file.py:function"), called
+                 as f(prompts, responses) with prompt records and response strings,
+                 returning one float per response
+
+    The RM probabilities go through LOGIT, a function's values are used as they
+    are; then both are whitened (`ppo.score_whitening`). `reward_mean` in the
+    metrics is the batch mean of this raw reward (probability or function value).
+    """
+
+    kind: Literal["gated", "helpfulness", "safety", "function"] = "gated"
+    function: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _function_implies_kind(cls, data):
+        if isinstance(data, dict) and data.get("function") and "kind" not in data:
+            data = {**data, "kind": "function"}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> RewardSection:
+        if self.kind == "function" and not self.function:
+            raise ValueError("reward.kind: function needs reward.function: \"module:function\"")
+        if self.kind != "function" and self.function:
+            raise ValueError(f"reward.function is set but reward.kind is {self.kind}; set reward.kind: function or drop reward.function")
+        if self.function and (":" not in self.function or self.function.endswith(":") or self.function.startswith(":")):
+            raise ValueError(f"reward.function: expected \"module:function\" or \"path/to/file.py:function\", got {self.function!r}")
+        return self
 
 
 class EvalSection(HeldoutEval):
@@ -95,14 +160,15 @@ class EvalSection(HeldoutEval):
     sampling: SamplingConfig = SamplingConfig(temperature=0.0, max_new_tokens=64, batch_size=16)
     every: int = Field(default=10, ge=0)  # held-out evaluation every N iterations (0: only before and after)
     patience: int | None = Field(default=None, ge=1)  # stop after this many evaluations without a better reward
-    keep_best: bool = True  # OUT/model is the policy with the best held-out RM reward
+    keep_best: bool = True  # OUT/model is the policy with the best held-out reward (rm_reward for the gated reward, else the training reward)
 
 
 class PPOConfig(StrictModel):
     renamed_keys: ClassVar[dict[str, str]] = PPO_RENAMED
     output_dir: str
     model: ModelSection
-    reward_models: RewardModelsSection  # both RMs and Llama 2's gate, as in every stage
+    reward_models: RewardModelsSection  # both RMs and Llama 2's gate, as in every stage (the held-out evaluation uses them)
+    reward: RewardSection = RewardSection()  # what PPO maximises
     data: DataSection = DataSection()
     sampling: SamplingConfig = SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=128)  # batch_size unused: see ppo.chunk_size
     ppo: PPOSection = PPOSection()
@@ -133,4 +199,14 @@ class PPOConfig(StrictModel):
             )
         if self.model.memory == "lora" and self.model.critic_init != "policy":
             raise ValueError("model.critic_init: in lora mode the critic's body is the policy's frozen base; set critic_init: policy")
+        if self.model.critic_init == "helpfulness_rm" and self.reward.kind not in ("gated", "helpfulness"):
+            raise ValueError(
+                f"model.critic_init: helpfulness_rm starts the critic from the helpfulness RM's score, "
+                f"which does not predict reward.kind {self.reward.kind}; set critic_init: policy"
+            )
+        if self.model.dtype == "float16":
+            raise ValueError(
+                "model.dtype: float16 compute needs loss scaling, which the PPO loop does not do; "
+                "use bfloat16 (autocast over float32 master weights) or float32"
+            )
         return self

@@ -334,6 +334,65 @@ def per_token_rewards(
     return rewards, kl
 
 
+def missing_eos_scores(
+    scores: torch.Tensor, finished: torch.Tensor, penalty: float | None, mode: str = "subtract"
+) -> torch.Tensor:
+    """Sequence scores with the missing-EOS penalty on responses cut at the token limit.
+
+    A response that ran into ``max_new_tokens`` without an end-of-turn token is not an
+    answer the policy chose to end; scoring it as if finished teaches the policy that
+    rambling is free (lm-human-preferences, TRL and OpenRLHF all penalise it).
+
+    Args:
+        scores: (B,) sequence scores (whitened).
+        finished: (B,) bool, True where the response ended with an end-of-turn token.
+        penalty: p >= 0, or None for no penalty.
+        mode: "subtract" (TRL's ``missing_eos_penalty``): score - p on truncated rows;
+            "replace" (lm-human-preferences' ``penalty_reward_value``): -p on them.
+
+    Returns:
+        (B,) scores; finished rows unchanged.
+    """
+    if scores.shape != finished.shape:
+        raise ValueError(f"finished shape {tuple(finished.shape)} does not match scores shape {tuple(scores.shape)}")
+    if penalty is None:
+        return scores
+    truncated = ~finished.to(torch.bool)
+    if mode == "subtract":
+        penalised = scores - penalty
+    elif mode == "replace":
+        penalised = torch.full_like(scores, -penalty)
+    else:
+        raise ValueError(f"unknown missing-EOS mode {mode!r}; allowed: subtract, replace")
+    return torch.where(truncated.to(scores.device), penalised, scores)
+
+
+def adaptive_kl_beta(beta: float, kl: float, target: float, horizon: int, n_samples: int) -> float:
+    """One step of Ziegler et al.'s (2019) adaptive KL controller.
+
+        e = clip(KL / target - 1, -0.2, 0.2)
+        β' = β · (1 + e · n_samples / horizon)
+
+    β grows while the policy's KL from π0 is above the target and shrinks below it, by
+    at most 20 % of n_samples / horizon per update (lm-human-preferences, TRL's
+    ``AdaptiveKLController``).
+
+    Args:
+        beta: the current β.
+        kl: the batch's mean sequence KL(π ‖ π0) (summed over tokens).
+        target: the KL to hold, > 0.
+        horizon: samples over which β may change by a factor of about e^0.2.
+        n_samples: samples in the batch (global).
+
+    Returns:
+        The next β.
+    """
+    if target <= 0 or horizon <= 0:
+        raise ValueError(f"adaptive KL needs target > 0 and horizon > 0, got {target} and {horizon}")
+    error = min(max(kl / target - 1.0, -0.2), 0.2)
+    return beta * (1.0 + error * n_samples / horizon)
+
+
 # ------------------------------------------------------------------- advantages
 
 

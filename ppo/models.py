@@ -6,10 +6,24 @@ lora      one frozen base model with two LoRA adapters, "policy" and "critic";
           (`with model.disable_adapter():`), so it costs no memory.
 
 The critic is a transformer body with a value head, `nn.Linear(hidden, 1)`, read at
-every position. With `critic_init: helpfulness_rm` the body and head are the
-helpfulness RM's (a Llama 2 choice: the value function starts from a model that
-already scores responses); with `policy` the body is the initial policy's and the
-head is new and zero-initialised (every value starts at 0).
+every position. With `critic_init: policy` (the default) the body is the initial
+policy's and the head is new and zero-initialised: every value starts at 0, the mean
+of its whitened targets. With `helpfulness_rm` the body and head are the helpfulness
+RM's (the value function starts from a model that already scores responses), and the
+loop re-scales the head at iteration 1 with the score's whitening statistics
+(`Critic.rescale_`), so the first values are on the targets' scale, not the RM's.
+
+The re-scale divides by the batch's score std, so an RM whose scores barely vary
+across responses (a random one: the tests' tiny RMs) gives large values on prefixes
+it never learned to score; `policy` is the robust choice, `helpfulness_rm` the
+InstructGPT one (OpenRLHF normalises its RM-initialised critic the same way).
+
+Precision: the trainable weights (policy, critic, adapters, value head) are float32
+masters whatever `model.dtype` says; `model.dtype: bfloat16` is the compute dtype,
+applied by `PPOModels.autocast()` around every rollout and training forward. Frozen
+weights (the reference, the lora base) are stored in the compute dtype, so in
+separate mode the first KL is not exactly 0 (the policy's norms and embeddings run in
+float32, the reference's in bf16: 5e-4 nats per 6-token answer on the tiny model).
 
 `PPOModels` only runs forwards; the loop owns the optimizer and the steps.
 """
@@ -17,6 +31,7 @@ head is new and zero-initialised (every value starts at 0).
 from __future__ import annotations
 
 import contextlib
+import inspect
 from dataclasses import dataclass, field
 
 import torch
@@ -38,19 +53,33 @@ class Critic(nn.Module):
         self.head = head
 
     def forward(self, input_ids, attention_mask, position_ids) -> torch.Tensor:
-        """(B, T) ids -> (B, T) float32 values, one per position."""
+        """(B, T) ids -> (B, T) float32 values, one per position (the head in float32 even under autocast)."""
         hidden = self.body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False).last_hidden_state
-        return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1).float()
+        with torch.autocast(hidden.device.type, enabled=False):
+            return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1).float()
+
+    @torch.no_grad()
+    def rescale_(self, mean: float, std: float) -> None:
+        """head(h) <- (head(h) - mean) / std: an RM head that predicts the raw score
+        logit now predicts the whitened score (the value targets' scale)."""
+        self.head.weight.div_(std)
+        self.head.bias.sub_(mean).div_(std)
 
 
 def _critic_from_rm(path: str, dtype, device) -> Critic:
+    """The RM's body and its scalar head, the head given a bias (0 unless the RM has one)
+    so that `Critic.rescale_` can shift it."""
     from transformers import AutoModelForSequenceClassification
 
     rm = AutoModelForSequenceClassification.from_pretrained(resolve_model_path(path), dtype=dtype, use_safetensors=True)
     if rm.config.num_labels != 1:
         raise ModelLoadError(f"reward_models.helpfulness: {path}: a reward model has one output, this one has {rm.config.num_labels}")
     body = rm.model if hasattr(rm, "model") else rm.base_model
-    head = rm.score
+    head = _new_head(rm.score.in_features, torch.float32, "cpu")
+    with torch.no_grad():
+        head.weight.copy_(rm.score.weight.float())
+        if rm.score.bias is not None:
+            head.bias.copy_(rm.score.bias.float())
     return Critic(body, head).to(device)
 
 
@@ -76,6 +105,16 @@ class PPOModels:
     reference: nn.Module | None  # None in lora mode (the base with adapters disabled)
     policy_params: dict[str, nn.Parameter] = field(default_factory=dict)
     critic_params: dict[str, nn.Parameter] = field(default_factory=dict)
+    compute_dtype: torch.dtype | None = None  # autocast dtype (None: float32, no autocast)
+    keeps_logits: bool = False  # the causal LM takes `logits_to_keep` (then only response logits are computed)
+
+    def autocast(self):
+        """The context every rollout and training forward runs in: autocast to the
+        compute dtype over the float32 masters, or nothing in float32."""
+        if self.compute_dtype is None:
+            return contextlib.nullcontext()
+        device_type = next(self.policy.parameters()).device.type
+        return torch.autocast(device_type=device_type, dtype=self.compute_dtype)
 
     # -- adapters ------------------------------------------------------------
     @contextlib.contextmanager
@@ -97,15 +136,21 @@ class PPOModels:
         return self.policy  # in lora mode the policy adapter is the active one between calls
 
     # -- forwards ------------------------------------------------------------
-    def policy_logits(self, input_ids, attention_mask, position_ids) -> torch.Tensor:
-        return self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False).logits
+    def _keep(self, keep: int) -> dict:
+        return {"logits_to_keep": keep} if keep and self.keeps_logits else {}
+
+    def policy_logits(self, input_ids, attention_mask, position_ids, keep: int = 0) -> torch.Tensor:
+        """(B, T, V) logits, or at least the last `keep` positions' (the LM head over the
+        prompt would cost a (B, P, V) tensor that PPO never reads)."""
+        return self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
+                           **self._keep(keep)).logits
 
     @torch.no_grad()
-    def reference_logits(self, input_ids, attention_mask, position_ids) -> torch.Tensor:
-        if self.mode == "lora":
-            with self.policy.disable_adapter():
-                return self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False).logits
-        return self.reference(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False).logits
+    def reference_logits(self, input_ids, attention_mask, position_ids, keep: int = 0) -> torch.Tensor:
+        model = self.reference if self.mode != "lora" else self.policy
+        with self.policy.disable_adapter() if self.mode == "lora" else contextlib.nullcontext():
+            return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
+                         **self._keep(keep)).logits
 
     def values(self, input_ids, attention_mask, position_ids) -> torch.Tensor:
         with self._adapter(CRITIC_ADAPTER):
@@ -120,20 +165,37 @@ class PPOModels:
         if self.mode != "lora":
             return self.policy
         self.policy.delete_adapter(CRITIC_ADAPTER)
-        return self.policy.merge_and_unload()
+        # Merged in float32: the adapter's small update would round away in a bf16 base.
+        return self.policy.to(torch.float32).merge_and_unload()
+
+
+MASTER_DTYPE = "float32"  # every weight an optimizer updates
+
+
+def compute_dtype(dtype: str) -> torch.dtype | None:
+    """The autocast dtype of `model.dtype` (None: compute in float32)."""
+    if dtype in ("float32", "auto"):
+        return None
+    if dtype == "bfloat16":
+        return torch.bfloat16
+    raise ConfigError(f"model.dtype: {dtype} is not a PPO compute dtype (float32, bfloat16 or auto)")
 
 
 def build_models(config, device) -> tuple[PPOModels, object]:
-    """Load the policy, reference and critic for `config.model.memory`; returns (models, tokenizer)."""
+    """Load the policy, reference and critic for `config.model.memory`; returns (models, tokenizer).
+
+    Trainable weights are loaded in float32 (the masters); frozen ones in `model.dtype`.
+    """
     settings = config.model
-    dtype = torch_dtype(settings.dtype)
+    frozen_dtype = settings.dtype
+    master = torch_dtype(MASTER_DTYPE)
     tokenizer = load_tokenizer(settings.policy)
     if settings.memory == "separate":
-        policy = load_causal_lm(settings.policy, dtype=settings.dtype, device=str(device))
-        reference = load_causal_lm(settings.policy, dtype=settings.dtype, device=str(device))
+        policy = load_causal_lm(settings.policy, dtype=MASTER_DTYPE, device=str(device))
+        reference = load_causal_lm(settings.policy, dtype=frozen_dtype, device=str(device))
         reference.requires_grad_(False)
         if settings.critic_init == "helpfulness_rm":
-            critic = _critic_from_rm(config.reward_models.helpfulness, dtype, device)
+            critic = _critic_from_rm(config.reward_models.helpfulness, master, device)
             rm_tokenizer = load_tokenizer(config.reward_models.helpfulness)
             if rm_tokenizer.get_vocab() != tokenizer.get_vocab():
                 raise ConfigError(
@@ -141,8 +203,8 @@ def build_models(config, device) -> tuple[PPOModels, object]:
                     f"({config.reward_models.helpfulness} does not); set critic_init: policy"
                 )
         else:
-            body = load_causal_lm(settings.policy, dtype=settings.dtype, device=str(device)).model
-            critic = Critic(body, _new_head(body.config.hidden_size, dtype, device))
+            body = load_causal_lm(settings.policy, dtype=MASTER_DTYPE, device=str(device)).model
+            critic = Critic(body, _new_head(body.config.hidden_size, master, device))
         critic.requires_grad_(True)
         policy.requires_grad_(True)
         models = PPOModels(
@@ -154,7 +216,7 @@ def build_models(config, device) -> tuple[PPOModels, object]:
         from peft import LoraConfig, get_peft_model
 
         lora = settings.lora
-        base = load_causal_lm(settings.policy, dtype=settings.dtype, device=str(device))
+        base = load_causal_lm(settings.policy, dtype=frozen_dtype, device=str(device))
         base.requires_grad_(False)
 
         def lora_config():
@@ -164,14 +226,21 @@ def build_models(config, device) -> tuple[PPOModels, object]:
         model.add_adapter(CRITIC_ADAPTER, lora_config())
         model.set_adapter(POLICY_ADAPTER)
         inner = model.get_base_model().model  # the LlamaModel under the LM head, LoRA layers injected
-        critic = Critic(inner, _new_head(inner.config.hidden_size, dtype, device))
+        critic = Critic(inner, _new_head(inner.config.hidden_size, master, device))
         policy_params = {n: p for n, p in model.named_parameters() if "lora_" in n and f".{POLICY_ADAPTER}." in n}
         critic_params = {n: p for n, p in model.named_parameters() if "lora_" in n and f".{CRITIC_ADAPTER}." in n}
         critic_params.update({f"head.{n}": p for n, p in critic.head.named_parameters()})
         for param in [*policy_params.values(), *critic_params.values()]:
+            param.data = param.data.to(master)  # adapters on a bf16 base: float32 masters (PEFT's LoRA casts its input)
             param.requires_grad_(True)
         model.eval()
         models = PPOModels("lora", model, critic, None, policy_params=policy_params, critic_params=critic_params)
+    models.compute_dtype = compute_dtype(settings.dtype)
+    lm = models.policy.get_base_model() if settings.memory == "lora" else models.policy
+    models.keeps_logits = "logits_to_keep" in inspect.signature(lm.forward).parameters
+    not_master = sorted(n for n, p in [*models.policy_params.items(), *models.critic_params.items()] if p.dtype != master)
+    if not_master:  # a guard: plain AdamW on bf16 weights rounds PPO's steps away
+        raise ConfigError(f"trainable weights not in float32: {', '.join(not_master[:3])}; the optimizer needs float32 masters")
     models.policy.eval()  # no dropout: rollouts and training forwards must agree
     models.critic.eval()
     if models.reference is not None:

@@ -41,11 +41,15 @@ class Rollout:
     query_ids:      (B, P) left-padded prompt tokens;   query_mask (B, P)
     response_ids:   (B, R) right-padded response tokens; response_mask (B, R) float,
                     1 up to and including the first end-of-turn token
+    finished:       (B,) bool, True where the response ended with an end-of-turn token
+                    (False: cut at sampling.max_new_tokens, the missing-EOS penalty applies)
     logprobs:       (B, R) policy log-probs of the sampled tokens at rollout time
     ref_logprobs:   (B, R) reference (initial policy) log-probs
     values:         (B, R) critic values at rollout time
-    rm_reward:      (B,) R_c, Llama 2's gated RM probability
-    scores:         (B,) WHITEN(LOGIT(R_c)), the sequence score
+    rm_reward:      (B,) R_c, Llama 2's gated RM probability (None when the reward is a function)
+    reward:         (B,) the raw reward of `reward.kind` (R_c, one RM's probability, or a function's value)
+    scores:         (B,) WHITEN(LOGIT(R_c)) (or WHITEN of the function's value), with the
+                    missing-EOS penalty: the sequence score
     kl:             (B, R) per-token KL estimate (0 on padding)
     rewards:        (B, R) -β·KL per token, plus the score at the last response token
     advantages:     (B, R) GAE advantages (whitened when asked)
@@ -59,10 +63,12 @@ class Rollout:
     query_mask: torch.Tensor
     response_ids: torch.Tensor
     response_mask: torch.Tensor
+    finished: torch.Tensor | None = None
     logprobs: torch.Tensor | None = None
     ref_logprobs: torch.Tensor | None = None
     values: torch.Tensor | None = None
     rm_reward: torch.Tensor | None = None
+    reward: torch.Tensor | None = None
     scores: torch.Tensor | None = None
     kl: torch.Tensor | None = None
     rewards: torch.Tensor | None = None
@@ -162,6 +168,7 @@ def concat_chunks(batches, prompts_per_chunk: list[list[dict]], chunk_ids: list[
         query_mask=torch.cat([pad_to(b.prompt_mask, width_p, 0, left=True) for b in batches]),
         response_ids=torch.cat([pad_to(b.response_ids, width_r, pad_id, left=False) for b in batches]),
         response_mask=torch.cat([pad_to(b.response_mask, width_r, 0.0, left=False) for b in batches]),
+        finished=torch.cat([b.finished.to(torch.bool).cpu() for b in batches]).to(batches[0].response_ids.device),
     )
 
 
@@ -184,6 +191,12 @@ def model_inputs(query_ids, query_mask, response_ids, response_mask):
 def response_slice(per_position: torch.Tensor, prompt_width: int) -> torch.Tensor:
     """Outputs at positions P-1 .. P+R-2: those that predict (or value the state before) each response token."""
     return per_position[:, prompt_width - 1:-1]
+
+
+def response_logits(logits: torch.Tensor, response_width: int) -> torch.Tensor:
+    """`response_slice` counted from the end: the same (B, R, V) slice of full (B, P+R, V)
+    logits or of the last R+1 positions' (`logits_to_keep=R+1`)."""
+    return logits[:, -(response_width + 1):-1]
 
 
 def micro_batches(n: int, size: int) -> list[torch.Tensor]:

@@ -7,6 +7,12 @@ rollout record) and Llama 2 (arXiv 2307.09288, section 3.2.3):
     R(g | p) = WHITEN(LOGIT(R_c(g | p))) - β · KL(π_θ(g | p) ‖ π_0(g | p))
     R_c = R_s if IS_SAFETY(p) or R_s < 0.15 else R_h
 
+with two additions of lm-human-preferences / TRL: a response cut at the token limit
+gets a missing-EOS penalty on its score (`ppo.missing_eos_penalty`), and β may follow
+an adaptive KL controller (`ppo.kl_target`). R_c may be replaced by one RM or a Python
+function (`reward.kind`, `ppo/rewards.py`). The optimizer updates float32 masters; a
+bfloat16 `model.dtype` is autocast around the forwards (`ppo/models.py`).
+
 The pure math is in `ppo/core.py` (unit-tested against hand-computed numbers), the
 gated scoring service in `reward/gated.py`, the held-out evaluation in
 `core/evaluation.py` (shared with every stage), models in `ppo/models.py`, sharding and distributed sums
@@ -36,7 +42,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
-from core.errors import NumericError, RLHFError
+from core.errors import RLHFError
 from core.evaluation import answer_prompts, compare, model_summary, score_answers
 from core.generation import generate_batch
 from core.io import atomic_write_json
@@ -48,15 +54,17 @@ from ppo.checkpoint import latest_checkpoint, load_best, load_checkpoint, save_b
 from ppo.config import PPOConfig
 from ppo.core import (
     RunningMoments,
+    adaptive_kl_beta,
     entropy_from_logits,
     gae,
-    logit,
     logprobs_from_logits,
+    missing_eos_scores,
     per_token_rewards,
     policy_loss,
     value_loss,
 )
 from ppo.models import build_models
+from ppo.rewards import TrainingReward, load_reward_function
 from ppo.rollout import (
     Rollout,
     allreduce_gradients,
@@ -69,6 +77,7 @@ from ppo.rollout import (
     minibatch_rows,
     model_inputs,
     my_chunks,
+    response_logits,
     response_slice,
 )
 from reward.gated import GatedScorer, check_reward_models
@@ -87,6 +96,8 @@ def check_models(config: PPOConfig) -> None:
     (and the right path where there is one). Loads nothing."""
     check_config_models([("model.policy", config.model.policy, "policy")])
     check_reward_models(config.reward_models)
+    if config.reward.function:
+        load_reward_function(config.reward.function)  # imports it: a bad module:function is a config error now
 
 
 def load_prompts(config: PPOConfig) -> tuple[list[dict], list[dict]]:
@@ -122,6 +133,8 @@ def stage_inputs(config: PPOConfig) -> dict:
         "helpfulness_rm": config.reward_models.helpfulness,
         "safety_rm": config.reward_models.safety,
     }
+    if config.reward.function:
+        inputs["reward_function"] = config.reward.function
     for name, source in (("prompts", config.data.prompts), ("heldout_prompts", config.eval.prompts)):
         if not is_toyworld(source):
             inputs[name] = source_name(source)
@@ -131,17 +144,26 @@ def stage_inputs(config: PPOConfig) -> dict:
 # ------------------------------------------------------------ small helpers
 
 
-def gated_reward(scorer: GatedScorer, prompts: list[dict], texts: list[str], where: str) -> torch.Tensor:
-    """(B,) R_c from the gated scoring service; a NaN/inf score names where, and that nothing was saved."""
-    try:
-        return scorer.score(prompts, texts, where=where).reward.float()
-    except NumericError as exc:
-        raise NumericError(f"{exc}; the last checkpoint is left as it was") from None
+def whiten_scores(method: str, moments: RunningMoments, raw: torch.Tensor, all_raw: torch.Tensor) -> tuple[torch.Tensor, float, float]:
+    """WHITEN of this process's (B,) scores with the statistics of the global batch
+    `all_raw` (running, this batch's, or none); returns (scores, mean, std)."""
+    if method == "running":
+        moments.update(all_raw)
+        return moments.whiten(raw).float(), moments.mean, moments.std
+    if method == "batch":
+        mean, std = float(all_raw.double().mean()), float(all_raw.double().std())
+        return ((raw - mean) / math.sqrt(std**2 + 1e-8)).float(), mean, std
+    return raw.float(), 0.0, 1.0
 
 
 @torch.no_grad()
 def rollout_forwards(models, rollout: Rollout, micro: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """Step 3: (B, R) policy log-probs, reference log-probs, values; and the summed token entropy."""
+    with models.autocast():
+        return _rollout_forwards(models, rollout, micro, temperature)
+
+
+def _rollout_forwards(models, rollout: Rollout, micro: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     n, width = rollout.response_ids.shape
     logprobs, ref_logprobs, values = (torch.zeros(n, width) for _ in range(3))
     entropy_sum = 0.0
@@ -149,11 +171,11 @@ def rollout_forwards(models, rollout: Rollout, micro: int, temperature: float) -
         part = rollout.select(rows)
         inputs = model_inputs(part.query_ids, part.query_mask, part.response_ids, part.response_mask)
         p_width, r = part.query_ids.shape[1], part.response_ids.shape[1]
-        logits = response_slice(models.policy_logits(*inputs), p_width).float() / temperature
+        logits = response_logits(models.policy_logits(*inputs, keep=r + 1), r).float() / temperature
         logprobs[rows, :r] = logprobs_from_logits(logits, part.response_ids).cpu()
         entropy_sum += float(entropy_from_logits(logits, part.response_mask)) * float(part.response_mask.sum())
         del logits
-        ref = response_slice(models.reference_logits(*inputs), p_width).float() / temperature
+        ref = response_logits(models.reference_logits(*inputs, keep=r + 1), r).float() / temperature
         ref_logprobs[rows, :r] = logprobs_from_logits(ref, part.response_ids).cpu()
         del ref
         values[rows, :r] = response_slice(models.values(*inputs), p_width).cpu()
@@ -174,18 +196,30 @@ def global_explained_variance(accelerator, values, returns, mask) -> float:
     return math.nan if var_returns == 0 else 1.0 - var(returns - values) / var_returns
 
 
-def evaluate_heldout(models, tokenizer, heldout: list[dict], scorer: GatedScorer, config: PPOConfig) -> tuple[dict, dict]:
+def evaluate_heldout(models, tokenizer, heldout: list[dict], scorer: GatedScorer, config: PPOConfig,
+                     reward: TrainingReward | None = None) -> tuple[dict, dict]:
     """The shared evaluation (`core.evaluation`) of the current policy on the held-out
     prompts: its summary (rm_reward, refusal, length, truncation with stderrs; gold only
-    for toyworld prompts) and its per-prompt columns (for paired comparisons).
+    for toyworld prompts) and its per-prompt columns (for paired comparisons). With a
+    training reward other than the gated one, its raw value is the column `reward`.
 
-    Every process evaluates the whole held-out set with the same seeds and the same
-    weights, so all of them take the same early-stopping decision without talking.
+    The policy answers without autocast: in separate mode on its float32 masters (PPO's
+    per-weight steps would vanish in a bf16 forward), in lora mode on the frozen base in
+    `model.dtype` with float32 adapters. Every process evaluates the whole held-out set with
+    the same seeds and the same weights, so all of them take the same early-stopping
+    decision without talking.
     """
     answers = answer_prompts(models.for_generation(), tokenizer, heldout, config.eval.sampling, progress=False)
     gold = gold_judge(config.eval.prompts)
     columns = score_answers(heldout, answers, scorer, gold)
+    if reward is not None and reward.kind != "gated":
+        columns["reward"] = reward(heldout, answers.responses, "the held-out evaluation").raw.tolist()
     return model_summary(heldout, answers, columns, gold), columns
+
+
+def keep_best_metric(config: PPOConfig) -> str:
+    """The held-out column that keep-best and early stopping follow: the training reward."""
+    return "rm_reward" if config.reward.kind == "gated" else "reward"
 
 
 def without_columns(evaluation: dict) -> dict:
@@ -235,12 +269,13 @@ def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout:
     device = accelerator.device
     models, tokenizer = build_models(config, device)
     scorer = GatedScorer(config.reward_models, device=str(device))
+    reward_fn = TrainingReward(config.reward, scorer)
     train_gold = gold_judge(config.data.prompts)  # toyworld's judges only for toyworld's prompts
-    optimizer = torch.optim.AdamW(
+    critic_lr = opt.critic_learning_rate if opt.critic_learning_rate is not None else opt.learning_rate
+    optimizer = torch.optim.AdamW(  # over float32 masters (ppo/models.py checks)
         [
             {"params": list(models.policy_params.values()), "lr": opt.learning_rate},
-            {"params": list(models.critic_params.values()),
-             "lr": opt.critic_learning_rate if opt.critic_learning_rate is not None else opt.learning_rate},
+            {"params": list(models.critic_params.values()), "lr": critic_lr},
         ],
         betas=tuple(opt.betas), eps=opt.eps, weight_decay=opt.weight_decay,
     )
@@ -251,15 +286,17 @@ def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout:
     chunk_ids = my_chunks(n_chunks, rank, world)
     temperature = config.sampling.temperature if config.sampling.temperature > 0 else 1.0
     score_moments = RunningMoments()
-    state = {"evals": [], "best_iteration": None, "best_reward": None, "evals_since_best": 0, "stopped": False}
+    state = {"evals": [], "best_iteration": None, "best_reward": None, "evals_since_best": 0, "stopped": False,
+             "beta": ppo.beta}  # β changes only under the adaptive KL controller
     keep_best = config.eval.keep_best and config.eval.every > 0
+    best_metric = keep_best_metric(config)
 
     def held_out_eval(iteration: int) -> dict:
-        summary, columns = evaluate_heldout(models, tokenizer, heldout, scorer, config)
+        summary, columns = evaluate_heldout(models, tokenizer, heldout, scorer, config, reward_fn)
         result = {"iteration": iteration, **summary, "columns": columns}
         state["evals"].append(result)
-        if state["best_reward"] is None or result["rm_reward"] > state["best_reward"]:
-            state.update(best_iteration=iteration, best_reward=result["rm_reward"], evals_since_best=0)
+        if state["best_reward"] is None or result[best_metric] > state["best_reward"]:
+            state.update(best_iteration=iteration, best_reward=result[best_metric], evals_since_best=0)
             if keep_best:
                 save_best(accelerator, ckpt_dir, iteration, models)
         else:
@@ -307,31 +344,31 @@ def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout:
         #    left-padded batch with the KV cache, seeded by its global chunk index.
         batch_prompts = iteration_prompts(prompts, ppo.batch_size, iteration, config.data.seed)
         chunks = [batch_prompts[c * ppo.chunk_size:(c + 1) * ppo.chunk_size] for c in chunk_ids]
-        generations = [
-            generate_batch(models.for_generation(), tokenizer, [p["messages"] for p in chunk], config.sampling,
-                           seed=config.sampling.seed + (iteration - 1) * n_chunks + c)
-            for c, chunk in zip(chunk_ids, chunks)
-        ]
+        with models.autocast():
+            generations = [
+                generate_batch(models.for_generation(), tokenizer, [p["messages"] for p in chunk], config.sampling,
+                               seed=config.sampling.seed + (iteration - 1) * n_chunks + c)
+                for c, chunk in zip(chunk_ids, chunks)
+            ]
         rollout = concat_chunks(generations, chunks, chunk_ids, ppo.chunk_size, tokenizer.pad_token_id)
         times["generate"] = time.perf_counter() - t0
 
-        # 2. Score: R_c from both RMs and the gate; LOGIT; WHITEN with statistics of
-        #    the whole global batch (scores gathered from every process first).
+        # 2. Score: R_c from both RMs and the gate (or reward.kind's reward); LOGIT;
+        #    WHITEN with statistics of the whole global batch (scores gathered from every
+        #    process first); the missing-EOS penalty on responses cut at the token limit.
         t = time.perf_counter()
-        rollout.rm_reward = gated_reward(scorer, rollout.prompts, rollout.texts, f"iteration {iteration}").to(device)
-        raw_score = logit(rollout.rm_reward)
+        rewarded = reward_fn(rollout.prompts, rollout.texts, f"iteration {iteration}")
+        rollout.reward = rewarded.raw.to(device)
+        rollout.rm_reward = rewarded.rm_reward.to(device) if rewarded.rm_reward is not None else None
+        raw_score = rewarded.score.to(device)
         all_raw = accelerator.gather(raw_score) if world > 1 else raw_score
-        if ppo.score_whitening == "running":
-            score_moments.update(all_raw)
-            rollout.scores = score_moments.whiten(raw_score).float()
-            whiten_mean, whiten_std = score_moments.mean, score_moments.std
-        elif ppo.score_whitening == "batch":
-            whiten_mean, whiten_std = float(all_raw.double().mean()), float(all_raw.double().std())
-            rollout.scores = ((raw_score - whiten_mean) / math.sqrt(whiten_std**2 + 1e-8)).float()
-        else:
-            whiten_mean, whiten_std = 0.0, 1.0
-            rollout.scores = raw_score.float()
+        whitened, whiten_mean, whiten_std = whiten_scores(ppo.score_whitening, score_moments, raw_score, all_raw)
+        rollout.scores = missing_eos_scores(whitened, rollout.finished, ppo.missing_eos_penalty, ppo.missing_eos_mode)
         check_finite(accelerator, "reward", iteration, rollout.scores)
+        if iteration == 1 and config.model.critic_init == "helpfulness_rm":
+            # The RM head now predicts the whitened score (whitening's own eps keeps a
+            # batch of equal scores finite).
+            models.critic.rescale_(whiten_mean, math.sqrt(whiten_std**2 + 1e-8))
         times["score"] = time.perf_counter() - t
 
         # 3. Log-probs of the policy and the reference, values of the critic.
@@ -340,7 +377,8 @@ def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout:
         mask = rollout.response_mask
 
         # 4. Per-token KL penalty against π0; the score is added at the last response token.
-        rollout.rewards, rollout.kl = per_token_rewards(rollout.scores, rollout.logprobs, rollout.ref_logprobs, mask, ppo.beta, ppo.kl_estimator)
+        beta = state["beta"]
+        rollout.rewards, rollout.kl = per_token_rewards(rollout.scores, rollout.logprobs, rollout.ref_logprobs, mask, beta, ppo.kl_estimator)
         check_finite(accelerator, "per-token reward", iteration, torch.where(mask.bool(), rollout.rewards, 0.0))
 
         # 5. GAE; returns = advantages + values; advantages whitened over the global batch.
@@ -363,13 +401,15 @@ def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout:
                     part = minibatch.select(micro)
                     weight = float(part.response_mask.sum()) / n_tokens
                     inputs = model_inputs(part.query_ids, part.query_mask, part.response_ids, part.response_mask)
-                    p_width = part.query_ids.shape[1]
-                    logits = response_slice(models.policy_logits(*inputs), p_width).float() / temperature
+                    p_width, r_width = part.query_ids.shape[1], part.response_ids.shape[1]
+                    with models.autocast():
+                        logits = response_logits(models.policy_logits(*inputs, keep=r_width + 1), r_width).float() / temperature
                     new_logprobs = logprobs_from_logits(logits, part.response_ids)
                     del logits
                     pg_loss, pg_stats = policy_loss(new_logprobs, part.logprobs, part.advantages, part.response_mask, ppo.clip)
                     (pg_loss * weight).backward()
-                    new_values = response_slice(models.values(*inputs), p_width)
+                    with models.autocast():
+                        new_values = response_slice(models.values(*inputs), p_width)
                     vf_loss, vf_stats = value_loss(new_values, part.values, part.returns, part.response_mask, ppo.value_clip)
                     (ppo.vf_coef * vf_loss * weight).backward()
                     for key, value in (("pg_loss", pg_loss), ("vf_loss", vf_loss), ("clipfrac", pg_stats["clipfrac"]),
@@ -392,20 +432,28 @@ def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout:
         all_prompts = gather_object(rollout.prompts) if world > 1 else rollout.prompts
         all_texts = gather_object(rollout.texts) if world > 1 else rollout.texts
         gold = train_gold.metrics(all_prompts, all_texts) if train_gold is not None else {}
-        n_seq, rm_sum, raw_sum, len_sum, kl_sum, kl_tok_sum, ent_sum, n_tok, score_sum, value_sum, ret_sum = global_sum(
-            accelerator, len(rollout), rollout.rm_reward.sum(), raw_score.sum(), mask.sum(), rollout.kl.sum(),
+        (n_seq, reward_sum, rm_sum, raw_sum, len_sum, kl_sum, ent_sum, n_tok, score_sum, value_sum, ret_sum,
+         truncated_sum) = global_sum(
+            accelerator, len(rollout), rollout.reward.sum(),
+            rollout.rm_reward.sum() if rollout.rm_reward is not None else 0.0, raw_score.sum(), mask.sum(),
             rollout.kl.sum(), entropy_sum, mask.sum(), rollout.scores.sum(),
             torch.where(mask.bool(), rollout.values, 0.0).sum(), torch.where(mask.bool(), rollout.returns, 0.0).sum(),
+            (~rollout.finished).sum(),
         )
+        if ppo.kl_target is not None:  # the adaptive controller sets the next iteration's β
+            state["beta"] = adaptive_kl_beta(beta, kl_sum / n_seq, ppo.kl_target, ppo.kl_horizon, ppo.batch_size)
         row = {
-            "rm_reward": rm_sum / n_seq,
-            "score_logit": raw_sum / n_seq,
-            "score_whitened": score_sum / n_seq,
+            "reward_mean": reward_sum / n_seq,  # the raw reward of reward.kind, before LOGIT and whitening
+            **({"rm_reward": rm_sum / n_seq} if rollout.rm_reward is not None else {}),
+            "score_logit": raw_sum / n_seq,  # the score before whitening (LOGIT of an RM probability)
+            "score_whitened": score_sum / n_seq,  # after whitening and the missing-EOS penalty
             "whiten_mean": whiten_mean,
             "whiten_std": whiten_std,
+            "truncation_rate": truncated_sum / n_seq,  # responses cut at sampling.max_new_tokens
             "kl": kl_sum / n_seq,  # sequence KL(π‖π0), summed over tokens
-            "kl_per_token": kl_tok_sum / n_tok,
-            "non_score_reward": -ppo.beta * kl_sum / n_seq,
+            "kl_per_token": kl_sum / n_tok,
+            "beta": beta,
+            "non_score_reward": -beta * kl_sum / n_seq,
             "entropy": ent_sum / n_tok,
             "response_length": len_sum / n_seq,
             "value_mean": value_sum / n_tok,
@@ -414,6 +462,7 @@ def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout:
             **{key: statistics.fmean(s[key] for s in step_stats) for key in step_stats[0]},
             **{key: gold[key] for key in ("gold_helpfulness", "gold_safety", "gold_combined") if key in gold},
             "lr": opt.learning_rate,
+            "critic_lr": critic_lr,
             **{f"time_{k}": v for k, v in times.items()},
             "time_total": time.perf_counter() - t0,
         }
@@ -421,7 +470,7 @@ def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout:
             row.update(heldout_row(held_out_eval(iteration)))
         if main:
             metrics.log(iteration, **row)
-            bar.set_postfix(reward=f"{row['rm_reward']:.3f}", kl=f"{row['kl']:.3f}")
+            bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl=f"{row['kl']:.3f}")
 
         # Checkpoint (after every check of this iteration has passed).
         if iteration % config.checkpoint_every == 0 or iteration == config.iterations or state["stopped"]:
@@ -450,7 +499,7 @@ def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout:
     if chosen in evals:
         after = evals[chosen]
     else:
-        summary, columns = evaluate_heldout(models, tokenizer, heldout, scorer, config)
+        summary, columns = evaluate_heldout(models, tokenizer, heldout, scorer, config, reward_fn)
         after = {"iteration": chosen, **summary, "columns": columns}
     if main:
         save_model(models.merged_policy(), tokenizer, out / "model")

@@ -7,6 +7,7 @@ import torch
 
 from ppo.core import (
     RunningMoments,
+    adaptive_kl_beta,
     entropy_from_logits,
     explained_variance,
     gae,
@@ -17,6 +18,7 @@ from ppo.core import (
     masked_mean,
     masked_var,
     masked_whiten,
+    missing_eos_scores,
     per_token_rewards,
     policy_loss,
     value_loss,
@@ -53,6 +55,41 @@ def test_logit_clamps_saturated_probabilities():
 def test_logit_inverts_sigmoid():
     x = torch.linspace(-6, 6, 13, dtype=torch.float64)
     close(logit(torch.sigmoid(x)), x, atol=1e-9)
+
+
+# ------------------------------------------------------------ missing-EOS penalty
+
+
+def test_missing_eos_penalty_subtract_and_replace_by_hand():
+    scores = torch.tensor([1.5, -0.5, 0.25])
+    finished = torch.tensor([True, False, False])
+    # subtract 1.0 on the two truncated rows: -0.5 - 1 = -1.5, 0.25 - 1 = -0.75
+    close(missing_eos_scores(scores, finished, 1.0, "subtract"), [1.5, -1.5, -0.75])
+    # replace: the truncated rows get -penalty = -2
+    close(missing_eos_scores(scores, finished, 2.0, "replace"), [1.5, -2.0, -2.0])
+    # None: no penalty
+    close(missing_eos_scores(scores, finished, None), [1.5, -0.5, 0.25])
+    with pytest.raises(ValueError, match="mode"):
+        missing_eos_scores(scores, finished, 1.0, "add")
+    with pytest.raises(ValueError, match="shape"):
+        missing_eos_scores(scores, finished[:2], 1.0)
+
+
+# ------------------------------------------------------------ adaptive KL
+
+
+def test_adaptive_kl_beta_by_hand():
+    # KL 6 against target 5: e = 6/5 - 1 = 0.2; β = 0.1 · (1 + 0.2 · 512 / 1024) = 0.1 · 1.1 = 0.11
+    assert adaptive_kl_beta(0.1, 6.0, 5.0, 1024, 512) == pytest.approx(0.11)
+    # KL 4.5: e = -0.1; β = 0.1 · (1 - 0.1 · 0.5) = 0.095
+    assert adaptive_kl_beta(0.1, 4.5, 5.0, 1024, 512) == pytest.approx(0.095)
+    # KL 50: e clipped to 0.2 -> same as KL 6; KL 0: e clipped to -0.2 -> 0.1 · 0.9 = 0.09
+    assert adaptive_kl_beta(0.1, 50.0, 5.0, 1024, 512) == pytest.approx(0.11)
+    assert adaptive_kl_beta(0.1, 0.0, 5.0, 1024, 512) == pytest.approx(0.09)
+    # on target: unchanged
+    assert adaptive_kl_beta(0.1, 5.0, 5.0, 1024, 512) == pytest.approx(0.1)
+    with pytest.raises(ValueError):
+        adaptive_kl_beta(0.1, 1.0, 0.0, 1024, 512)
 
 
 # ------------------------------------------------------------ masked statistics

@@ -7,6 +7,7 @@ The pure PPO math (ppo/core.py) is tested in tests/test_ppo_core.py.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -386,3 +387,119 @@ def test_resuming_with_another_config_is_refused(tmp_path, rms):
         run_ppo(out, rms, stop_after_iteration=1, iterations=2)
     with pytest.raises(RLHFError, match="optim"):
         run_ppo(out, rms, **{"optim.learning_rate": 5e-4, "iterations": 2})
+
+
+# ------------------------------------------- reward kinds, penalties, critic, KL
+
+
+def test_reward_section_keys_and_errors(tmp_path, rms):
+    from core.errors import ConfigError
+
+    config = config_for(tmp_path, rms)
+    assert (config.reward.kind, config.reward.function) == ("gated", None)
+    assert config.model.critic_init == "policy" and config.ppo.missing_eos_penalty == 1.0 and config.ppo.kl_target is None
+    assert config_for(tmp_path, rms, **{"reward.function": "mod:fn"}).reward.kind == "function"  # implied
+    assert config_for(tmp_path, rms, **{"reward.kind": "safety"}).reward.kind == "safety"
+    assert config_for(tmp_path, rms, **{"ppo.value_clip": "null"}).ppo.value_clip is None
+    assert config_for(tmp_path, rms, **{"ppo.missing_eos_penalty": "null"}).ppo.missing_eos_penalty is None
+    for extra, message in [
+        ({"reward.kind": "function"}, "reward.kind: function needs reward.function"),
+        ({"reward.kind": "gated", "reward.function": "mod:fn"}, "reward.function is set but reward.kind is gated"),
+        ({"reward.function": "no_colon"}, "reward.function: expected"),
+        ({"reward.kind": "function", "reward.function": "mod:fn", "model.critic_init": "helpfulness_rm"}, "set critic_init: policy"),
+        ({"reward.helpfulness_model": "x"}, "'reward.helpfulness_model' is now 'reward_models.helpfulness'"),
+        ({"reward.kind": "both"}, "reward.kind"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            config_for(tmp_path, rms, **extra)
+
+
+def test_reward_function_loading_and_checks(tmp_path):
+    from core.errors import ConfigError, NumericError, RLHFError
+    from ppo.config import RewardSection
+    from ppo.rewards import TrainingReward, load_reward_function
+
+    assert load_reward_function("ppo.core:logit").__name__ == "logit"
+    (tmp_path / "rewards.py").write_text(
+        "def length(prompts, responses):\n    return [float(len(r)) for r in responses]\n"
+        "def short(prompts, responses):\n    return [1.0]\n"
+        "def nan(prompts, responses):\n    return [float('nan')] * len(responses)\n"
+        "NOT_CALLABLE = 3\n")
+    for spec, message in [(f"{tmp_path}/rewards.py:missing", "has no attribute"), (f"{tmp_path}/rewards.py:NOT_CALLABLE", "not callable"),
+                          ("no_such_module_xyz:f", "cannot import module"), (f"{tmp_path}/nope.py:f", "is not a file")]:
+        with pytest.raises(ConfigError, match=f"reward.function: .*{message}"):
+            load_reward_function(spec)
+    prompts = [{"messages": [{"role": "user", "content": "hi"}]}] * 2
+    batch = TrainingReward(RewardSection(function=f"{tmp_path}/rewards.py:length"))(prompts, ["ab", "abcd"], "here")
+    assert batch.raw.tolist() == [2.0, 4.0] and batch.score.tolist() == [2.0, 4.0] and batch.rm_reward is None  # no LOGIT
+    with pytest.raises(RLHFError, match="returned 1 values for 2 responses"):
+        TrainingReward(RewardSection(function=f"{tmp_path}/rewards.py:short"))(prompts, ["a", "b"], "here")
+    with pytest.raises(NumericError, match="non-finite reward from reward.function at here"):
+        TrainingReward(RewardSection(function=f"{tmp_path}/rewards.py:nan"))(prompts, ["a", "b"], "here")
+
+
+def test_one_rm_kinds_use_that_rms_probability(rms):
+    from ppo.config import RewardSection
+    from ppo.core import logit
+    from ppo.rewards import TrainingReward
+    from reward.gated import GatedScorer, RewardModelsSection
+
+    scorer = GatedScorer(RewardModelsSection(helpfulness=str(rms[0]), safety=str(rms[1])))
+    prompts = [{"messages": [{"role": "user", "content": "hi"}], "category": "helpfulness"}] * 2
+    scores = scorer.score(prompts, ["hello", "bye"])
+    for kind, expected in (("gated", scores.reward), ("helpfulness", scores.helpfulness_prob), ("safety", scores.safety_prob)):
+        batch = TrainingReward(RewardSection(kind=kind), scorer)(prompts, ["hello", "bye"], "here")
+        torch.testing.assert_close(batch.raw, expected.float())
+        torch.testing.assert_close(batch.score, logit(expected.float()))
+        torch.testing.assert_close(batch.rm_reward, scores.reward.float())
+
+
+def test_iteration_metrics_and_missing_eos_penalty(reference_run):
+    rows = metric_rows(reference_run)
+    for step in (1, 2, 3):
+        row = rows[step]
+        assert row["reward_mean"] == pytest.approx(row["rm_reward"])  # the gated reward's raw value is R_c
+        assert row["truncation_rate"] == 1.0  # the random tiny model never ends a 6-token answer
+        assert row["beta"] == 0.01 and row["critic_lr"] == row["lr"] == 1e-3
+        # every response truncated: each whitened score minus the penalty of 1
+        assert row["score_whitened"] == pytest.approx((row["score_logit"] - row["whiten_mean"]) / row["whiten_std"] - 1.0, abs=1e-5)
+
+
+def test_adaptive_kl_lora_run_and_critic_learning_rate(tmp_path, rms):
+    out = tmp_path / "ppo"
+    run_ppo(out, rms, **{"model.memory": "lora", "model.lora.r": 4, "iterations": 1, "ppo.kl_target": 1.0,
+                         "ppo.kl_horizon": 10, "optim.critic_learning_rate": 5e-3})
+    row = metric_rows(out)[1]
+    assert row["beta"] == 0.01 and row["critic_lr"] == 5e-3
+    state = json.loads((out / "checkpoints" / "iter-000001" / "state.json").read_text())
+    # KL is 0 at iteration 1 (LoRA B starts at 0): e = clip(0 / 1 - 1) = -0.2; β = 0.01 · (1 - 0.2 · 4 / 10) = 0.0092
+    assert row["kl"] == pytest.approx(0.0, abs=1e-4)
+    assert state["beta"] == pytest.approx(0.0092)
+
+
+def test_critic_from_the_rm_is_rescaled_to_the_whitened_scores(tmp_path, rms, monkeypatch):
+    from ppo.models import Critic, _critic_from_rm
+    from reward.scorer import RewardScorer, encode_conversation
+
+    # Before the re-scale the critic's value at the last position is the RM's score.
+    critic = _critic_from_rm(str(rms[0]), torch.float32, "cpu")
+    scorer = RewardScorer(str(rms[0]))
+    prompt = [{"role": "user", "content": "hi"}]
+    raw = scorer.score([prompt], ["hello there"]).raw
+    ids = torch.tensor([encode_conversation(scorer.tokenizer, prompt, "hello there")])
+    mask = torch.ones_like(ids)
+    positions = torch.arange(ids.shape[1])[None]
+    with torch.no_grad():
+        values = critic(ids, mask, positions)
+        torch.testing.assert_close(values[0, -1], raw[0], atol=1e-4, rtol=1e-4)
+        critic.rescale_(0.5, 2.0)  # value <- (value - mean) / std
+        torch.testing.assert_close(critic(ids, mask, positions), (values - 0.5) / 2.0, atol=1e-5, rtol=1e-5)
+
+    # The loop re-scales it once, at iteration 1, with that iteration's whitening statistics.
+    calls = []
+    original = Critic.rescale_
+    monkeypatch.setattr(Critic, "rescale_", lambda self, mean, std: (calls.append((mean, std)), original(self, mean, std)))
+    out = tmp_path / "ppo"
+    run_ppo(out, rms, **{"model.critic_init": "helpfulness_rm", "iterations": 1})
+    rows = metric_rows(out)
+    assert calls == [(rows[1]["whiten_mean"], pytest.approx(math.sqrt(rows[1]["whiten_std"] ** 2 + 1e-8)))]
