@@ -23,7 +23,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from core.config import StrictModel
-from core.evaluation import HeldoutEval
+from core.evaluation import HeldoutEval, check_heldout_source
 from core.generation import SamplingConfig
 from core.models import DType, LoraSettings
 from core.sources import PromptSourceSpec
@@ -186,6 +186,7 @@ class PPOConfig(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> PPOConfig:
         self.reward_models.require("PPO's reward")
+        check_heldout_source(self.eval, self.data.prompts, "data.prompts")  # keep-best judges on your held-out prompts
         ppo = self.ppo
         if ppo.batch_size % ppo.minibatch_size:
             raise ValueError(f"ppo.batch_size ({ppo.batch_size}) must be a multiple of ppo.minibatch_size ({ppo.minibatch_size})")

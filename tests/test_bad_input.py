@@ -234,7 +234,7 @@ CASES = [
     Case("rs-reward-model-folder-not-one", rs("reward_models.helpfulness={tiny}"), ("reward_models.helpfulness", "tiny-llama", "not a reward model")),
     Case("rs-pool-folder-without-samples", rs("pool_dirs=[{empty}]"), ("empty_folder", "no sample shards")),
     # -- PPO ---------------------------------------------------------------------------------
-    Case("ppo-unknown-category", ppo("data.prompts={dir}/prompts.jsonl"), ("prompts.jsonl, line 1, field 'category'", "'unsafe'"),
+    Case("ppo-unknown-category", ppo("data.prompts={dir}/prompts.jsonl", "eval.prompts=toyworld"), ("prompts.jsonl, line 1, field 'category'", "'unsafe'"),
          files={"prompts.jsonl": jl(prompt(category="unsafe"))}, existing=True),
     Case("ppo-empty-prompt", ppo("eval.prompts={dir}/heldout.jsonl"), ("heldout.jsonl, line 2, field 'messages'", "empty prompt"),
          files={"heldout.jsonl": jl(GOOD_PROMPT, prompt(id="p2", messages=[]))}),

@@ -190,3 +190,13 @@ def test_a_stage_on_your_data_does_not_evaluate_on_toyworld_by_default():
     with pytest.raises(ConfigError, match="eval.prompts: prompts.source is your own data"):
         load_config(RSConfig, "configs/rs/smoke.yaml", [f"prompts.source={BYOD}/prompts_train.jsonl"])
     assert not load_config(RSConfig, "configs/rs/smoke.yaml", [f"prompts.source={BYOD}/prompts_train.jsonl", "eval.enabled=false"]).eval.enabled
+
+
+def test_ppo_on_your_prompts_keeps_the_best_iteration_by_your_held_out_prompts():
+    from ppo.config import PPOConfig
+
+    with pytest.raises(ConfigError, match="eval.prompts: data.prompts is your own data"):
+        load_config(PPOConfig, "configs/ppo/smoke.yaml", [f"data.prompts={BYOD}/prompts_train.jsonl"])
+    config = load_config(PPOConfig, "configs/ppo/smoke.yaml", [f"data.prompts={BYOD}/prompts_train.jsonl",
+                                                               f"eval.prompts={BYOD}/prompts_heldout.jsonl"])
+    assert config.eval.prompts == f"{BYOD}/prompts_heldout.jsonl"
