@@ -2,7 +2,8 @@
 
     rlhf gatt run --config configs/gatt/quickstart.yaml [key=value ...]
     rlhf gatt synthesize --config configs/gatt/quickstart.yaml [--out data.jsonl] [key=value ...]
-    rlhf gatt eval --model runs/gatt/sft/model [--baseline embedded:smollm2-135m] [--config ...] [--out DIR]
+    rlhf gatt eval --model runs/gatt/sft/model [--baseline embedded:smollm2-135m] [--instructions FILE]
+                   [--dialogues FILE] [--turns 1,2,4,6,10,15,20] [--config ...] [--out DIR] [key=value ...]
 
 `rlhf gatt --config ...` (no subcommand) is `run`.
 """
@@ -44,38 +45,73 @@ def synthesize_main(argv: Sequence[str]) -> int:
         stats = synthesize_data(config, model, tokenizer, out)
         atomic_write_json(out.with_suffix(".stats.json"), stats)
         print(f"wrote {stats['n_examples']} examples to {out}: {stats['n_kept']} dialogues kept, {stats['n_dropped']} dropped "
-              f"(no adhering sample of K={config.synthesis.k}; dropped at turn {stats['dropped_at_turn']})")
+              f"(no adhering sample of K={config.synthesis.k}; dropped at turn {stats['dropped_at_turn']}); kept: "
+              f"{stats['kept_combined']} combinations, {stats['kept_short']} short forms, {stats['kept_unchecked']} unchecked "
+              f"(ranked by {config.synthesis.ranking.by} only); repaired answers: {stats['repairs']['n_answers']}")
         return 0
 
     return run_guarded(go)
 
 
 def eval_main(argv: Sequence[str]) -> int:
-    parser = _base_parser("rlhf gatt eval", "Adherence per turn to an instruction given once, on held-out instructions and dialogues.")
-    parser.add_argument("--model", required=True, help="the model to evaluate (reported as 'after' when --baseline is given)")
+    parser = _base_parser(
+        "rlhf gatt eval",
+        "Adherence per turn to a held-out instruction given once in turn 1, and repeated in every user turn "
+        "(the ceiling), on held-out dialogues: the paper's Table 30 as DIR/eval.json.",
+    )
+    parser.add_argument("--model", required=True, help="the model to evaluate (reported as 'after' when --baseline is given, else 'model')")
     parser.add_argument("--baseline", help="a model to compare with (reported as 'before'), e.g. the model before GAtt")
+    parser.add_argument("--instructions", help="a JSONL instruction library: its lines with \"split\": \"heldout\", or every line "
+                                               "if it has none (sets instructions.source or instructions.heldout_source; every kind "
+                                               "of the file unless eval.kinds or instructions.kinds is given)")
+    parser.add_argument("--dialogues", help="held-out dialogues, {\"messages\": [...]} lines whose user turns are played in order "
+                                            "(assistant turns ignored; shorter dialogues extended by eval.extend) (eval.dialogues_source)")
+    parser.add_argument("--turns", help="the turns to report, e.g. 1,2,4,6,10,15,20 (eval.turns; played to the last one)")
     parser.add_argument("--out", help="folder for eval.json and adherence.png (default: OUTPUT_DIR/eval)")
     args = parser.parse_args(argv)
 
     def go() -> int:
         from core.config import load_config
         from core.model_paths import check_config_models
-        from gatt.evaluate import EVAL_JSON, evaluate_models, table_markdown
-        from gatt.train import eval_cases, load_policy
+        from gatt.evaluate import EVAL_JSON, table_markdown
+        from gatt.train import eval_cases_and_extension, load_policy, run_evaluation
 
-        config = load_config(GattConfig, args.config, args.overrides)
+        config = load_config(GattConfig, args.config, [*eval_flag_overrides(args), *args.overrides])
         check_config_models([("--baseline", args.baseline, "policy"), ("--model", args.model, "policy")])
         out = Path(args.out) if args.out else Path(config.output_dir) / "eval"
-        models = {}
-        if args.baseline:
-            models["before"] = (args.baseline, *load_policy(args.baseline, config))
-        models["after" if args.baseline else "model"] = (args.model, *load_policy(args.model, config))
-        report = evaluate_models(models, eval_cases(config), config.eval_position, config.eval.sampling, out, progress=config.progress)
+        cases = eval_cases_and_extension(config)  # a bad instruction or dialogue file fails before any model loads
+        before = (args.baseline, *load_policy(args.baseline, config)) if args.baseline else None
+        report = run_evaluation(config, (args.model, *load_policy(args.model, config)), before, out, cases)
         print(table_markdown(report))
         print(f"wrote {out / EVAL_JSON}")
         return 0
 
     return run_guarded(go)
+
+
+def eval_flag_overrides(args: argparse.Namespace) -> list[str]:
+    """`rlhf gatt eval`'s flags as config overrides (key=value ones given after them win)."""
+    import json
+
+    # eval samples nothing for training: a preset that ranks by reward_model loads without RM paths
+    overrides = ["synthesis.ranking.by=first"]
+    if args.instructions:
+        from gatt.instructions import load_library
+
+        has_heldout = any(split == "heldout" for split, _ in load_library(args.instructions))
+        key = "instructions.source" if has_heldout else "instructions.heldout_source"
+        overrides += [f"{key}={json.dumps(args.instructions)}", "instructions.kinds=null"]
+    if args.dialogues:
+        overrides.append(f"eval.dialogues_source={json.dumps(args.dialogues)}")
+    if args.turns:
+        try:
+            turns = [int(part) for part in args.turns.replace(" ", "").split(",") if part]
+        except ValueError:
+            from core.errors import ConfigError
+
+            raise ConfigError(f"--turns: expected turn numbers separated by commas (1,2,4,6,10,15,20), got {args.turns!r}") from None
+        overrides.append(f"eval.turns={json.dumps(turns)}")
+    return overrides
 
 
 def run_main(argv: Sequence[str]) -> int:

@@ -40,9 +40,11 @@ class InstructionsSection(StrictModel):
     source: str = "toyworld"
     heldout_source: str | None = None
     kinds: list[Kind] | None = None  # None: every kind; else only instructions made of these kinds
-    n_combined: int = Field(default=0, ge=0)  # random two-kind combinations added to the single instructions
+    n_combined: int = Field(default=8, ge=0)  # random two-kind combinations added to the single instructions
     seed: int = 0
-    short_probability: float = Field(default=0.3, ge=0.0, le=1.0)  # how often the trained turn-1 instruction is the short form
+    # How often a dialogue's instruction is the short form ("Figure: Napoleon"): the same
+    # text is appended to every user turn while sampling and kept in turn 1 (the paper: half the time).
+    short_probability: float = Field(default=0.5, ge=0.0, le=1.0)
 
     @field_validator("source", "heldout_source")
     @classmethod
@@ -86,7 +88,13 @@ class RankingSection(StrictModel):
 
 
 class SynthesisSection(StrictModel):
-    k: int = 4  # samples per assistant turn; a turn with no adhering sample drops the dialogue
+    """Llama 2's GAtt sampling: the dialogue's instruction appended to every user turn,
+    K answers a turn from the current model, the best of those that pass the checker
+    by `ranking` (an unchecked instruction's samples all pass: the RMs alone rank
+    them, and the stats count them), then the instruction kept in turn 1 only and
+    every earlier turn's loss zeroed."""
+
+    k: int = Field(default=4, ge=1)  # samples per assistant turn; a turn with no adhering sample drops the dialogue
     instruction_position: Position = "first_user"  # where the instruction stays in the trained data
     # `last`: one example per dialogue, the last turn learned (the paper); `every_turn`:
     # one example per prefix ending at every turn t (turn 1 included: the instruction
@@ -97,11 +105,11 @@ class SynthesisSection(StrictModel):
     # An adhering sample must also score at least this (by `ranking`) to be kept:
     # small models often "adhere" by parroting the instruction ("You enjoy baking").
     min_score: float | None = None
-    # `none`: a turn with no good adhering sample drops the dialogue (the paper).
-    # `apply`: the best-scoring sample is rewritten to obey the instruction by the
-    # library's rewriter (`gatt.instructions.apply`), as an annotator would edit it;
-    # for models too small to follow the instruction even when it is repeated.
-    # Repairs are counted per turn in the synthesis stats.
+    # `none` (default): a turn with no good adhering sample drops the dialogue (the paper).
+    # `apply`: a template repair: the best-scoring sample is rewritten to obey the
+    # instruction by the library's rewriter (`gatt.instructions.apply`), for models too
+    # small to follow it even when it is repeated. Repairs are counted per turn, and the
+    # stats give adherence with and without them (`synthesis.json`, `repairs`).
     repair: Literal["none", "apply"] = "none"
 
 
@@ -121,21 +129,74 @@ class FinetuneSection(StrictModel):
     replay_family_weights: FamilyWeights = None
 
 
+Extend = Literal["cycle", "follow_ups"]
+FOLLOW_UPS = (
+    "Tell me more.", "Can you give an example?", "Why is that?", "Can you say that more simply?",
+    "What else should I know?", "Thanks. Anything to add?",
+)
+DEFAULT_TURNS = (1, 2, 4, 6, 10, 15, 20)
+
+
 class EvalSection(StrictModel):
-    """Adherence per turn on held-out instructions and dialogues, before and after."""
+    """Adherence per turn on held-out instructions and dialogues (the paper's Table 30).
+
+    Each held-out dialogue gets one held-out instruction (a single one or a two-kind
+    combination, the short form `short_probability` of the time) and is played to the
+    last of `turns` in three conditions: the instruction once in turn 1 with the model
+    before GAtt (`before`) and after (`after`), and repeated in every user turn
+    (`reminded`: what the model does when reminded, the ceiling). A dialogue with fewer
+    user turns is extended (`extend`): `cycle` replays its own user turns in order,
+    `follow_ups` appends generic follow-ups (`gatt.config.FOLLOW_UPS`). Unchecked
+    instructions are reported apart, not counted as failures.
+    """
 
     enabled: bool = True
-    dialogues_source: str = "toyworld"  # held-out dialogues: toyworld's `heldout` split or a JSONL
-    n_dialogues: int = 30
-    n_turns: int = 6
+    dialogues_source: str = "toyworld"  # held-out dialogues: toyworld's `heldout` split or a file of {"messages": [...]}
+    n_dialogues: int = Field(default=30, ge=1)
+    # The turns reported (the table's columns); dialogues are played to the last one.
+    turns: list[int] = Field(default_factory=lambda: list(DEFAULT_TURNS))
+    extend: Extend = "cycle"
     seed: int = 1234
-    n_combined: int = 0  # held-out two-kind combinations added to the single instructions
+    n_combined: int = Field(default=4, ge=0)  # held-out two-kind combinations added to the single instructions
+    short_probability: float = Field(default=0.5, ge=0.0, le=1.0)  # share of dialogues given the short form
     kinds: list[Kind] | None = None  # None: the same kinds as `instructions.kinds`
     instruction_position: Position | None = None  # None: the same as synthesis
+    # Which models are also run with the instruction in every user turn: `after` (the
+    # ceiling row `reminded`) or `both` (also `reminded_before`: the model before GAtt).
+    reminded: Literal["after", "both"] = "after"
+    # A kind whose adherence when reminded (mean over the turns played) is below this
+    # is reported in eval.json as not followed even when reminded.
+    min_reminded_adherence: float = Field(default=0.5, ge=0.0, le=1.0)
     sampling: SamplingConfig = SamplingConfig(max_new_tokens=32, temperature=0.0, batch_size=16)
     # The shared before/after evaluation of the policy on held-out prompts (core.evaluation),
     # scored with `reward_models`; off by default (a pipeline evaluates every version itself).
     policy: HeldoutEval = HeldoutEval(enabled=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _n_turns_shorthand(cls, data):
+        """`n_turns: N` is shorthand for `turns: [1, 2, 4, ..., N]` (the paper's columns)."""
+        if isinstance(data, dict) and "n_turns" in data:
+            data = dict(data)
+            n_turns = data.pop("n_turns")
+            if "turns" in data:
+                raise ValueError("give eval.turns or eval.n_turns (shorthand for turns 1, 2, 4, ..., n_turns), not both")
+            if not isinstance(n_turns, int) or isinstance(n_turns, bool) or n_turns < 1:
+                raise ValueError(f"eval.n_turns: expected a positive integer, got {n_turns!r}")
+            data["turns"] = [1] + list(range(2, n_turns + 1, 2)) + ([n_turns] if n_turns > 1 and n_turns % 2 else [])
+        return data
+
+    @field_validator("turns")
+    @classmethod
+    def _turns(cls, turns: list[int]) -> list[int]:
+        if not turns or any(t < 1 for t in turns):
+            raise ValueError("expected a non-empty list of turn numbers >= 1")
+        return sorted(set(turns))
+
+    @property
+    def n_turns(self) -> int:
+        """How many turns each dialogue is played for."""
+        return max(self.turns)
 
 
 # Old spellings -> the keys every stage now shares (the error names the new one).

@@ -1,23 +1,27 @@
 """GAtt data synthesis (Llama 2, section 3.3), hand-written: no library has it.
 
-For each multi-turn dialogue, one instruction from the library:
+For each multi-turn dialogue, one instruction from the library (a single one or a
+random two-kind combination), in its short form `short_probability` of the time:
 
-1. append the instruction to every user turn;
-2. turn by turn, sample K answers with the current model, keep those that the
-   instruction's checker accepts and take the best of them by reward (Llama 2's
-   gated reward from two RMs, toyworld's gold judge, or a length heuristic); the
-   chosen answer stays in context for the next turn. A turn with no adhering
-   sample (scoring at least `min_score`, when set) drops the dialogue, and the drop
-   is counted (by turn and kind); with `repair: apply` the best-scoring sample is
-   rewritten to obey the instruction instead (for models too small to follow it
-   even when it is repeated), and the repair is counted;
+1. append the instruction text to every user turn;
+2. turn by turn, sample K answers with the current (latest) model, keep those that
+   the instruction's checker accepts and take the best of them by reward (Llama 2's
+   gated reward from the two RMs by default in a pipeline; toyworld's gold judge or a
+   length heuristic by choice). An instruction without a checker (`check` returns
+   None) accepts every sample: the reward alone ranks them, and the stats count such
+   dialogues (`n_unchecked`, `kept_unchecked`). The chosen answer stays in context for
+   the next turn. A turn with no adhering sample (scoring at least `min_score`, when
+   set) drops the dialogue, and the drop is counted (by turn and kind); with
+   `repair: apply` (off by default) the best-scoring sample is rewritten to obey the
+   instruction instead, and the repair is counted, with adherence with and without
+   repairs in the stats;
 3. drop the instruction from every user turn but the first (or move it to the
    system message) and mark the example `learn: last`: the SFT stage then zeroes
    the loss on every token but the last answer's, so the earlier (sampled,
    adhering) answers are context the model learns to stay consistent with.
 
-The output is an SFT JSONL (`{"messages", "learn": "last", "instruction", ...}`)
-that `sft.train.run` trains with `data.learn: last`.
+The output is an SFT JSONL (`{"messages", "learn": "last", "instruction",
+"instruction_text", "short", ...}`) that `sft.train.run` trains with `data.learn: last`.
 """
 
 from __future__ import annotations
@@ -40,7 +44,14 @@ class DialogueState:
 
     dialogue: Dialogue
     instruction: Instruction
+    text: str  # the instruction's text in this dialogue: its long or its short form
     answers: list[str] = field(default_factory=list)
+    repaired: int = 0  # answers of this dialogue rewritten by `repair: apply`
+    adhering: int = 0  # answers (of a checked instruction) that passed the check before any repair
+
+    @property
+    def short(self) -> bool:
+        return self.text != self.instruction.text
 
 
 @dataclass
@@ -52,19 +63,41 @@ class SynthesisStats:
     dropped_at_turn: dict[int, int] = field(default_factory=dict)  # 1-based turn -> dialogues dropped there
     dropped_by_kind: dict[str, int] = field(default_factory=dict)
     kept_by_kind: dict[str, int] = field(default_factory=dict)
-    sample_adherence_by_turn: dict[int, float] = field(default_factory=dict)  # share of the K samples that adhered
+    sample_adherence_by_turn: dict[int, float] = field(default_factory=dict)  # share of the checked K samples that adhered
+    # Share of a kind's checked samples that adhered with the instruction in every user turn:
+    # what the sampling model can follow when reminded (a combination counts for each of its kinds).
+    sample_adherence_by_kind: dict[str, float] = field(default_factory=dict)
     repaired_by_turn: dict[int, int] = field(default_factory=dict)  # 1-based turn -> answers rewritten (repair: apply)
     n_samples: int = 0
+    n_unchecked: int = 0  # dialogues whose instruction has no checker (ranked by the reward alone)
+    kept_unchecked: int = 0
+    n_short: int = 0  # dialogues given the instruction's short form
+    kept_short: int = 0
+    n_combined: int = 0  # dialogues given a two-kind combination
+    kept_combined: int = 0
+    # Template repairs (`repair: apply`) and the adherence of the kept answers with and without them.
+    repairs: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def summary(self) -> str:
+        repairs = self.repairs
+        repaired = (f"; repairs: {repairs['n_answers']} answers in {repairs['n_dialogues']} dialogues "
+                    f"(kept without repairs: {repairs['kept_without_repairs']}; checked answers adhering "
+                    f"{_pct(repairs['adherence_without_repairs'])} without, {_pct(repairs['adherence_with_repairs'])} with)"
+                    if repairs.get("enabled") else "")
         return (
             f"{self.n_dialogues} dialogues: {self.n_kept} kept, {self.n_dropped} dropped "
             f"(no adhering sample of K; by turn {self.dropped_at_turn}); "
-            f"repaired answers by turn {self.repaired_by_turn}; {self.n_examples} training examples"
+            f"kept: {self.kept_short} short forms, {self.kept_combined} combinations, "
+            f"{self.kept_unchecked} unchecked (of {self.n_unchecked}: ranked by reward only){repaired}; "
+            f"{self.n_examples} training examples"
         )
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -86,19 +119,33 @@ def repair_answer(instruction: Instruction, samples: list[str], scores: list[flo
     return apply(instruction, samples[best])
 
 
-def training_records(state: DialogueState, text: str, position: str, examples: str) -> list[dict]:
-    """The finished dialogue as learn-last SFT rows: the instruction (`text`) only in turn 1."""
+def training_records(state: DialogueState, position: str, examples: str) -> list[dict]:
+    """The finished dialogue as learn-last SFT rows: the instruction (`state.text`) only in turn 1."""
     ends = [len(state.answers)] if examples == "last" else list(range(1, len(state.answers) + 1))
     return [
         {
-            "messages": dialogue_messages(state.dialogue, state.answers[:end], text, position, every_turn=False),
+            "messages": dialogue_messages(state.dialogue, state.answers[:end], state.text, position, every_turn=False),
             "learn": "last",
             "id": f"{state.dialogue.id}" + ("" if examples == "last" else f"-t{end}"),
             "instruction": state.instruction.to_dict(),
-            "instruction_text": text,
+            "instruction_text": state.text,
+            "short": state.short,
+            "checked": state.instruction.checked,
+            "repaired_answers": state.repaired,
         }
         for end in ends
     ]
+
+
+def eligible(adheres: list[bool | None]) -> list[bool]:
+    """Which samples may be kept: those that pass the check, and every sample of an
+    unchecked instruction (None: the reward alone ranks them)."""
+    return [ok is not False for ok in adheres]
+
+
+def part_results(instruction: Instruction, response: str) -> list[tuple[str, bool | None]]:
+    """(kind, check) of each part of `instruction` (the instruction itself when single)."""
+    return [(part.kind, part.check(response)) for part in (instruction.parts or (instruction,))]
 
 
 def turn_sampling(sampling: SamplingConfig, seed: int, turn: int) -> SamplingConfig:
@@ -148,44 +195,60 @@ def synthesize(
 ) -> tuple[list[dict], SynthesisStats]:
     """Synthesise GAtt training rows; `instructions[i]` goes with `dialogues[i]`.
 
-    All live dialogues advance one turn at a time, so each turn is one batched
-    `generate` call over (dialogues x K) conversations.
+    Each dialogue's instruction text (long, or short `short_probability` of the time)
+    is drawn once: it is what the model sees in every user turn while sampling and
+    what stays in turn 1 of the trained row. All live dialogues advance one turn at a
+    time, so each turn is one batched `generate` call over (dialogues x K) conversations.
     """
-    states = [DialogueState(d, ins) for d, ins in zip(dialogues, instructions, strict=True)]
+    rng = random.Random(f"gatt:short:{seed}")
+    states = [DialogueState(d, ins, instruction_text(ins, rng, short_probability)) for d, ins in zip(dialogues, instructions, strict=True)]
     stats = SynthesisStats(n_dialogues=len(states))
     dropped_at: Counter = Counter()
     dropped_kind: Counter = Counter()
     repaired: Counter = Counter()
+    kind_hits: Counter = Counter()
+    kind_total: Counter = Counter()
     n_turns = min(len(d.users) for d in dialogues) if dialogues else 0
     alive = states
     for turn in range(n_turns):
         if not alive:
             break
         # 1. the instruction appended to every user turn, K copies of each conversation
-        prompts = [prompt_messages(s.dialogue, s.answers, s.instruction.text, "first_user", every_turn=True) for s in alive]
+        prompts = [prompt_messages(s.dialogue, s.answers, s.text, "first_user", every_turn=True) for s in alive]
         k = config.k
         flat = [p for p in prompts for _ in range(k)]
         # 2. sample K answers per dialogue with the current model
         samples = generate(model, tokenizer, flat, turn_sampling(config.sampling, seed, turn), progress=progress, description=f"GAtt turn {turn + 1}")
-        # 3. the checker, then the ranking, of every sample (only adhering ones
-        # need a score unless a failed turn is repaired from the best sample)
+        # 3. the checker (True, False, or None: unchecked), then the ranking of every
+        # eligible sample (all of them when a failed turn is repaired from the best one)
         adheres = [s.instruction.check(samples[i * k + j]) for i, s in enumerate(alive) for j in range(k)]
-        to_score = list(range(len(flat))) if config.repair == "apply" else [i for i, ok in enumerate(adheres) if ok]
+        ok = eligible(adheres)
+        to_score = list(range(len(flat))) if config.repair == "apply" else [i for i, good in enumerate(ok) if good]
         scored = ranker.scores([flat[i] for i in to_score], [samples[i] for i in to_score], [False] * len(to_score))
         scores = [float("-inf")] * len(flat)
         for index, score in zip(to_score, scored, strict=True):
             scores[index] = score
         stats.n_samples += len(flat)
-        stats.sample_adherence_by_turn[turn + 1] = sum(adheres) / len(adheres)
-        # 4. keep the best adhering answer; else repair (if asked) or drop, and count it
+        checked = [a for a in adheres if a is not None]
+        if checked:
+            stats.sample_adherence_by_turn[turn + 1] = sum(checked) / len(checked)
+        for i, state in enumerate(alive):
+            for j in range(k):
+                for kind, result in part_results(state.instruction, samples[i * k + j]):
+                    if result is not None:
+                        kind_hits[kind] += int(result)
+                        kind_total[kind] += 1
+        # 4. keep the best eligible answer; else repair (if asked) or drop, and count it
         survivors = []
         for i, state in enumerate(alive):
             own = slice(i * k, (i + 1) * k)
-            best = pick_best(adheres[own], scores[own], config.min_score)
+            best = pick_best(ok[own], scores[own], config.min_score)
             if best is not None:
                 state.answers.append(samples[i * k + best])
+                state.adhering += int(adheres[i * k + best] is True)
             elif config.repair == "apply":
                 state.answers.append(repair_answer(state.instruction, samples[own], scores[own]))
+                state.repaired += 1
                 repaired[turn + 1] += 1
             else:
                 dropped_at[turn + 1] += 1
@@ -193,12 +256,10 @@ def synthesize(
                 continue
             survivors.append(state)
         alive = survivors
-    # 5. instruction kept in turn 1 only (sometimes shortened), learn the last turn only
-    rng = random.Random(f"gatt:short:{seed}")
+    # 5. instruction kept in turn 1 only (in the dialogue's form), learn the last turn only
     records = []
     for state in alive:
-        text = instruction_text(state.instruction, rng, short_probability)
-        records.extend(training_records(state, text, config.instruction_position, config.examples))
+        records.extend(training_records(state, config.instruction_position, config.examples))
     stats.n_kept = len(alive)
     stats.n_dropped = len(states) - len(alive)
     stats.n_examples = len(records)
@@ -206,4 +267,28 @@ def synthesize(
     stats.dropped_by_kind = dict(sorted(dropped_kind.items()))
     stats.repaired_by_turn = dict(sorted(repaired.items()))
     stats.kept_by_kind = dict(sorted(Counter(s.instruction.kind for s in alive).items()))
+    stats.sample_adherence_by_kind = {kind: kind_hits[kind] / kind_total[kind] for kind in sorted(kind_total)}
+    stats.n_unchecked = sum(not s.instruction.checked for s in states)
+    stats.kept_unchecked = sum(not s.instruction.checked for s in alive)
+    stats.n_short, stats.kept_short = sum(s.short for s in states), sum(s.short for s in alive)
+    stats.n_combined = sum(bool(s.instruction.parts) for s in states)
+    stats.kept_combined = sum(bool(s.instruction.parts) for s in alive)
+    stats.repairs = repair_stats(alive, config.repair == "apply")
     return records, stats
+
+
+def repair_stats(kept: list[DialogueState], enabled: bool) -> dict:
+    """Template repairs of the kept dialogues, and their checked answers' adherence with
+    and without them (with: the rewritten answers as they were trained on)."""
+    checked = [s for s in kept if s.instruction.checked]
+    answers = [(s, answer) for s in checked for answer in s.answers]
+    with_repairs = sum(s.instruction.check(answer) is True for s, answer in answers)
+    without = sum(s.adhering for s in checked)
+    return {
+        "enabled": enabled,
+        "n_answers": sum(s.repaired for s in kept),
+        "n_dialogues": sum(s.repaired > 0 for s in kept),
+        "kept_without_repairs": sum(s.repaired == 0 for s in kept),
+        "adherence_with_repairs": with_repairs / len(answers) if answers else None,
+        "adherence_without_repairs": without / len(answers) if answers else None,
+    }

@@ -4,12 +4,15 @@ Hand-written, because no public framework ships GAtt (Llama 2, section 3.3):
 
 1. run folder: skip a completed run with the same config and inputs;
 2. instructions and dialogues of the `train` split;
-3. synthesis with the current model (best of K adhering samples per turn; the
-   instruction kept in turn 1 only; `learn: last`), reused on resume;
+3. synthesis with the current model (the instruction, long or short, single or a
+   two-kind combination, in every user turn; best of K adhering samples per turn by
+   `synthesis.ranking`, unchecked instructions ranked by it alone; the instruction
+   kept in turn 1 only; `learn: last`), reused on resume;
 4. fine-tune with the SFT stage's own code (`sft.train.run`, `data.learn: last`)
    on the synthesised rows plus `finetune.replay_toyworld` ordinary demonstrations;
-5. evaluation before and after on HELD-OUT instructions and dialogues:
-   adherence per turn, `eval.json` and `adherence.png`;
+5. evaluation on HELD-OUT instructions and dialogues to the last of `eval.turns`:
+   the instruction once (before and after GAtt) and in every user turn (the ceiling),
+   adherence per turn in the paper's Table 30 layout, `eval.json` and `adherence.png`;
 6. manifest: outputs, synthesis counts (dropped dialogues included), the table.
 """
 
@@ -25,9 +28,17 @@ from core.io import atomic_write_json, write_jsonl
 from core.model_paths import check_config_models
 from core.models import load_causal_lm, load_tokenizer
 from core.run import StageRun
-from gatt.config import GattConfig
+from gatt.config import FOLLOW_UPS, GattConfig
 from gatt.dialogues import load_dialogues
-from gatt.evaluate import EVAL_JSON, PLOT, evaluate_models, make_cases, table_markdown
+from gatt.evaluate import (
+    EVAL_JSON,
+    PLOT,
+    condition_rows,
+    evaluate_models,
+    load_eval_dialogues,
+    make_cases,
+    table_markdown,
+)
 from gatt.instructions import assign_instructions, select_instructions
 from gatt.synthesize import Ranker, synthesize
 
@@ -142,12 +153,43 @@ def training_data(config: GattConfig, data_path: Path, out_path: Path) -> tuple[
     return with_toyworld_replay(data_path, out_path, f.replay_toyworld, config.seed, f.replay_family_weights)
 
 
-def eval_cases(config: GattConfig):
-    """Held-out instructions (same kinds, other values) dealt to held-out dialogues."""
+def eval_dialogues(config: GattConfig):
+    """The held-out dialogues played to the last of `eval.turns` (shorter ones extended), and how many were extended."""
+    e = config.eval
+    return load_eval_dialogues(e.dialogues_source, e.n_dialogues, e.n_turns, e.seed, e.extend, FOLLOW_UPS)
+
+
+def eval_cases(config: GattConfig, dialogues=None):
+    """Held-out instructions (same kinds, other values; combinations and short forms
+    included) dealt to held-out dialogues."""
     e = config.eval
     instructions = heldout_instructions(config)
-    dialogues, _ = load_dialogues(e.dialogues_source, "heldout", e.n_dialogues, e.n_turns, e.seed)
-    return make_cases(dialogues, instructions, e.seed)
+    if dialogues is None:
+        dialogues, _ = eval_dialogues(config)
+    return make_cases(dialogues, instructions, e.seed, e.short_probability)
+
+
+def eval_extra(config: GattConfig, n_extended: int) -> dict:
+    """What eval.json says about how the dialogues were played."""
+    e = config.eval
+    how = ("their own user turns replayed in order" if e.extend == "cycle" else f"generic follow-ups: {list(FOLLOW_UPS)}")
+    return {"dialogues_source": e.dialogues_source, "dialogue_extension": {"extend": e.extend, "n_extended": n_extended, "how": how}}
+
+
+def eval_cases_and_extension(config: GattConfig) -> tuple[list, int]:
+    """The held-out cases and how many of their dialogues were extended."""
+    dialogues, n_extended = eval_dialogues(config)
+    return eval_cases(config, dialogues), n_extended
+
+
+def run_evaluation(config: GattConfig, after: tuple, before: tuple | None, out: Path, prepared: tuple[list, int] | None = None) -> dict:
+    """Step 5 (and `rlhf gatt eval`): the rows of `condition_rows` on the held-out cases."""
+    e = config.eval
+    cases, n_extended = prepared if prepared is not None else eval_cases_and_extension(config)
+    return evaluate_models(
+        condition_rows(after, before, e.reminded), cases, config.eval_position, e.sampling, out,
+        progress=config.progress, turns=e.turns, min_reminded_adherence=e.min_reminded_adherence, extra=eval_extra(config, n_extended),
+    )
 
 
 def uses_reward_models(config: GattConfig) -> bool:
@@ -183,7 +225,7 @@ def check_inputs(config: GattConfig) -> None:
         heldout_instructions(config)
     load_dialogues(d.source, "train", d.n, d.n_turns, d.seed)
     if e.enabled:
-        load_dialogues(e.dialogues_source, "heldout", e.n_dialogues, e.n_turns, e.seed)
+        eval_dialogues(config)
 
 
 # ---------------------------------------------------------------- the stage
@@ -228,16 +270,14 @@ def run(config: GattConfig) -> Path:
         # 5. Adherence per turn, before and after, on held-out instructions and dialogues.
         if config.eval.enabled:
             trained, trained_tokenizer = load_policy(str(trained_dir), config)
-            report = evaluate_models(
-                {"before": (config.model, model, tokenizer), "after": (str(trained_dir), trained, trained_tokenizer)},
-                eval_cases(config), config.eval_position, config.eval.sampling, out, progress=config.progress,
-            )
+            report = run_evaluation(config, (str(trained_dir), trained, trained_tokenizer), (config.model, model, tokenizer), out)
             run_.add_output("eval", out / EVAL_JSON)
             run_.add_output("plot", out / PLOT)
-            run_.extra["eval"] = {"table": report["table"], "gain": report.get("gain")}
+            run_.extra["eval"] = {key: report.get(key) for key in ("table", "gain", "ratio_to_ceiling", "not_followed_when_reminded", "unchecked")}
             for turn, gain in report.get("gain", {}).items():
-                run_.metrics.log(turn, **{"eval/before": report["table"]["before"][turn], "eval/after": report["table"]["after"][turn], "eval/gain": gain})
-            log.info("GAtt adherence per turn (held-out instructions, instruction given once):\n%s", table_markdown(report))
+                rows = {f"eval/{label}": report["table"][label][turn] for label in report["table"] if report["table"][label][turn] is not None}
+                run_.metrics.log(turn, **rows, **{"eval/gain": gain})
+            log.info("GAtt adherence per turn (held-out instructions; once in turn 1, or in every turn):\n%s", table_markdown(report))
         # 6. The shared before/after evaluation on held-out prompts (core.evaluation).
         if config.eval.policy.enabled:
             from core.evaluation import evaluate_models as evaluate_policies

@@ -66,9 +66,9 @@ def test_table_and_gain_layout():
     report = build_report(summaries, "system", cases)
     assert report["turns"] == [1, 2, 4]
     assert report["gain"] == {1: 0.0, 2: 0.5, 4: 0.75}
-    assert table_markdown(report).splitlines()[-1] == "| after | 100% | 100% | 75% |"
+    assert table_markdown(report).splitlines()[-1] == "| after: once, with GAtt | 100% | 100% | 75% |"
     # the same table from eval.json, whose turn keys are strings
-    assert table_markdown(json.loads(json.dumps(report))).splitlines()[-2] == "| before | 100% | 50% | 0% |"
+    assert table_markdown(json.loads(json.dumps(report))).splitlines()[-2] == "| before: once, without GAtt | 100% | 50% | 0% |"
 
 
 def test_evaluate_writes_json_plot_and_dialogues(tmp_path, tiny_model_and_tokenizer):

@@ -274,5 +274,5 @@ def test_gatt_run_on_user_files_imports_no_toyworld(tmp_path):
     assert rows and {row["instruction"]["kind"] for row in rows} <= {"length", "avoid", "length+avoid"}
     assert any("+" in row["instruction"]["id"] for row in rows)  # a combination was synthesised
     report = json.loads((out / "eval.json").read_text())
-    assert set(report["table"]) == {"before", "after"}
+    assert set(report["table"]) == {"before", "after", "reminded"}
     assert any("+" in ident for ident in report["instructions"]) and all(i.startswith("instructions:") for i in report["instructions"])

@@ -26,8 +26,10 @@ def test_smoke_stage_end_to_end_and_skip(tmp_path):
     sft_manifest = json.loads((tmp_path / "sft" / "manifest.json").read_text())
     assert sft_manifest["config"]["data"]["learn"] == "last"
     report = json.loads((tmp_path / "eval.json").read_text())
-    assert set(report["table"]) == {"before", "after"} and report["turns"] == [1, 2]
-    assert set(report["gain"]) == {"1", "2"}
+    assert set(report["table"]) == {"before", "after", "reminded"} and report["turns"] == [1, 2]
+    assert report["conditions"]["reminded"]["instruction"] == "every_turn" and report["conditions"]["after"]["model"] == str(model_dir)
+    assert set(report["gain"]) == set(report["ratio_to_ceiling"]) == {"1", "2"}
+    assert manifest["eval"]["table"] == report["table"] and "not_followed_when_reminded" in manifest["eval"]
     assert (tmp_path / "adherence.png").is_file()
     # a rerun with the same config and inputs is skipped (the manifest is not rewritten)
     before = (tmp_path / "manifest.json").read_text()
@@ -55,18 +57,27 @@ def test_config_is_strict():
         load_config(GattConfig, SMOKE, ["synthesis.ranking.by=gold", "dialogues.source=tests/data/byod/dialogues.jsonl"])
     with pytest.raises(ConfigError, match="instructions.kinds"):
         load_config(GattConfig, SMOKE, ["instructions.kinds=[pirate]"])
+    with pytest.raises(ConfigError, match="eval.turns or eval.n_turns"):
+        load_config(GattConfig, SMOKE, ["eval.n_turns=4"])  # the preset gives eval.turns
+    assert load_config(GattConfig, None, ["eval.n_turns=7"]).eval.turns == [1, 2, 4, 6, 7]  # shorthand
+    assert GattConfig().eval.turns == [1, 2, 4, 6, 10, 15, 20] and GattConfig().synthesis.repair == "none"
+    with pytest.raises(ConfigError, match="eval.turns"):
+        load_config(GattConfig, SMOKE, ["eval.turns=[0, 2]"])
 
 
 def test_cli_reports_bad_config_in_one_line(capsys):
     assert main(["run", "--config", SMOKE, "nope=1"]) == 2
     assert "unknown key 'nope'" in capsys.readouterr().err
     assert main(["eval", "--model", "embedded:tiny-llama", "--config", SMOKE, "eval.n_turns=x"]) == 2
+    assert main(["eval", "--model", "embedded:tiny-llama", "--config", SMOKE, "--turns", "1,two"]) == 2
+    assert "--turns: expected turn numbers" in capsys.readouterr().err
 
 
 def test_cli_eval_writes_the_table(tmp_path, capsys):
     code = main(["eval", "--model", "embedded:tiny-llama", "--config", SMOKE, "--out", str(tmp_path), "eval.n_dialogues=2"])
     assert code == 0
-    assert "| model | turn 1 | turn 2 |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| model | turn 1 | turn 2 |" in out and "| reminded: every turn (ceiling) |" in out
     assert (tmp_path / "eval.json").is_file()
 
 
