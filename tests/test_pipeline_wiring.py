@@ -200,3 +200,11 @@ def test_ppo_on_your_prompts_keeps_the_best_iteration_by_your_held_out_prompts()
     config = load_config(PPOConfig, "configs/ppo/smoke.yaml", [f"data.prompts={BYOD}/prompts_train.jsonl",
                                                                f"eval.prompts={BYOD}/prompts_heldout.jsonl"])
     assert config.eval.prompts == f"{BYOD}/prompts_heldout.jsonl"
+
+
+def test_the_readme_recipe_points_at_folders_the_stages_write():
+    """GAtt writes its model to OUT/sft/model (the SFT stage's folder inside GAtt's);
+    the by-hand recipe once pointed at a `gatt/model` that never exists."""
+    readme = Path("README.md").read_text(encoding="utf-8")
+    assert "$R/gatt/model" not in readme and "$R/gatt/sft/model" in readme
+    assert "helpful_rm=" not in readme and "reward.helpfulness_model=" not in readme  # old keys, now errors
