@@ -96,7 +96,7 @@ def paired_comparison(after: Sequence[float], before: Sequence[float]) -> dict:
         "diff_stderr": d_se,
         "wins": sum(d > 0 for d in diffs),
         "losses": sum(d < 0 for d in diffs),
-        "significant": abs(d_mean) > 2 * d_se,
+        "significant": len(diffs) > 1 and d_se > 0 and abs(d_mean) > 2 * d_se,
     }
 
 

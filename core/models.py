@@ -225,7 +225,9 @@ def load_causal_lm(
         )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load a causal LM from '{name}': {exc}") from None
-    model.to(device)
+    from core.device import resolve_device
+
+    model.to(resolve_device(device))
     if lora is not None and lora.enabled:
         model = apply_lora(model, lora, task_type="CAUSAL_LM")
     model.eval()

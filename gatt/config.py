@@ -18,6 +18,7 @@ from core.config import StrictModel
 from core.evaluation import HeldoutEval
 from core.generation import SamplingConfig
 from core.models import DType, LoraSettings
+from core.sources import PromptSourceSpec
 from reward.gated import RewardModelsSection
 from sft.config import FamilyWeights, TrainingSection
 
@@ -69,7 +70,9 @@ class InstructionsSection(StrictModel):
 
 
 class DialoguesSection(StrictModel):
-    source: str = "toyworld"  # or a JSONL file of {"messages": [...]} (assistant turns are re-sampled)
+    # toyworld, a file or hub dataset of {"messages": [...]} (assistant turns are re-sampled),
+    # or {source: ..., split: ..., data_dir: ..., on_bad: ...} with the shared source keys
+    source: PromptSourceSpec = "toyworld"
     n: int = 60
     n_turns: int = 4
     seed: int = 0
@@ -151,7 +154,9 @@ class EvalSection(StrictModel):
     """
 
     enabled: bool = True
-    dialogues_source: str = "toyworld"  # held-out dialogues: toyworld's `heldout` split or a file of {"messages": [...]}
+    # held-out dialogues: toyworld's `heldout` split, or a file / hub dataset (a name or a
+    # {source: ..., split: test, ...} section); never the same as dialogues.source
+    dialogues_source: PromptSourceSpec = "toyworld"
     n_dialogues: int = Field(default=30, ge=1)
     # The turns reported (the table's columns); dialogues are played to the last one.
     turns: list[int] = Field(default_factory=lambda: list(DEFAULT_TURNS))
@@ -232,6 +237,12 @@ class GattConfig(StrictModel):
 
         if self.synthesis.ranking.by == "reward_model":
             self.reward_models.require("synthesis.ranking.by=reward_model")
+        if self.eval.enabled and not is_toyworld(self.dialogues.source) and "dialogues_source" not in self.eval.model_fields_set:
+            raise ValueError("eval.dialogues_source: dialogues.source is your own file, but the evaluation would use "
+                             "toyworld's dialogues (the default); set eval.dialogues_source to your held-out dialogues")
+        if self.eval.enabled and not is_toyworld(self.dialogues.source) and self.eval.dialogues_source == self.dialogues.source:
+            raise ValueError("eval.dialogues_source is dialogues.source: the evaluation would replay the training dialogues; "
+                             "give held-out dialogues (another file, or the same hub dataset with another split)")
         if self.synthesis.ranking.by == "gold" and not is_toyworld(self.dialogues.source):
             raise ValueError("synthesis.ranking.by=gold: gold judges exist only for toyworld dialogues; "
                              "rank your own dialogues with by=reward_model (and reward_models) or shortest/first")

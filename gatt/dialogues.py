@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from core.errors import DataError
+from core.sources import TOYWORLD
 
 Position = Literal["first_user", "system"]
 ROLES = ("system", "user", "assistant")
@@ -64,7 +65,7 @@ def load_dialogues(source, split: str, n: int, n_turns: int, seed: int, *,
     keys = None
     if not isinstance(source, (str, os.PathLike)):
         keys, source = source, source.source
-    if source == "toyworld":
+    if source == TOYWORLD:
         from core.sources import toyworld_dialogues
 
         rows = ((None, record) for record in toyworld_dialogues(split, n, n_turns, seed))

@@ -29,6 +29,7 @@ from pathlib import Path
 from core.errors import DataError
 from core.generation import SamplingConfig, generate
 from core.io import atomic_write_json, write_jsonl
+from core.sources import is_toyworld
 from gatt.dialogues import Dialogue, load_dialogues, prompt_messages
 from gatt.instructions import Instruction, assign_instructions, instruction_text
 
@@ -155,7 +156,7 @@ def load_eval_dialogues(source, n: int, n_turns: int, seed: int, how: str, follo
     length asked for, so the file is read once per length and each dialogue keeps the
     longest version that it has.
     """
-    if source == "toyworld":
+    if is_toyworld(source):
         dialogues, _ = load_dialogues(source, "heldout", n, n_turns, seed)
         return dialogues, 0
     dialogues, _ = load_dialogues(source, "heldout", n, 1, seed)

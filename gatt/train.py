@@ -28,6 +28,7 @@ from core.io import atomic_write_json, write_jsonl
 from core.model_paths import check_config_models
 from core.models import load_causal_lm, load_tokenizer
 from core.run import StageRun
+from core.sources import describe_source, is_toyworld, source_name
 from gatt.config import FOLLOW_UPS, GattConfig
 from gatt.dialogues import load_dialogues
 from gatt.evaluate import (
@@ -54,8 +55,8 @@ SYNTHESIS = "synthesis.json"
 def stage_inputs(config: GattConfig) -> dict:
     inputs = {"model": config.model}
     for name, source in (("dialogues", config.dialogues.source), ("eval_dialogues", config.eval.dialogues_source)):
-        if source != "toyworld":
-            inputs[name] = source
+        if not is_toyworld(source):
+            inputs[name] = source_name(source)
     inputs.update(instruction_files(config))
     if uses_reward_models(config):
         inputs["helpfulness_rm"] = config.reward_models.helpfulness
@@ -67,11 +68,14 @@ def synthesis_key(config: GattConfig) -> dict:
     """What the synthesised data depends on (a resumed run reuses the data when it matches)."""
     full = config_to_dict(config)
     key = {key: full[key] for key in ("model", "dtype", "chat_template", "instructions", "dialogues", "synthesis", "seed")}
+    from core.run import hash_inputs
+
     files = instruction_files(config)
     if files:  # an edited instruction file is new data
-        from core.run import hash_inputs
-
         key["instruction_files"] = hash_inputs(files)
+    # In a pipeline the model and RM paths stay the same while their contents change
+    # (a retrained version): the data sampled and ranked by the old ones is not reused.
+    key["inputs"] = hash_inputs(stage_inputs(config))
     return key
 
 
@@ -173,7 +177,7 @@ def eval_extra(config: GattConfig, n_extended: int) -> dict:
     """What eval.json says about how the dialogues were played."""
     e = config.eval
     how = ("their own user turns replayed in order" if e.extend == "cycle" else f"generic follow-ups: {list(FOLLOW_UPS)}")
-    return {"dialogues_source": e.dialogues_source, "dialogue_extension": {"extend": e.extend, "n_extended": n_extended, "how": how}}
+    return {"dialogues_source": describe_source(e.dialogues_source), "dialogue_extension": {"extend": e.extend, "n_extended": n_extended, "how": how}}
 
 
 def eval_cases_and_extension(config: GattConfig) -> tuple[list, int]:

@@ -90,10 +90,14 @@ def evaluate_model(config: EvalStageConfig, out: Path) -> dict:
     differences and the RM win rate) on the held-out prompts, XSTest refusal rates;
     one summary row."""
     from core.evaluation import evaluate_models, save_evaluation
+    from core.sources import is_toyworld, source_name
     from reward.gated import RewardModelsSection
 
-    run = StageRun(out, "eval", config, inputs={"model": config.model, "xstest": config.xstest_data,
-                                                **({"start_model": config.start_model} if config.start_model else {})})
+    inputs = {"model": config.model, "xstest": config.xstest_data, **(config.reward_models or {}),
+              **({"start_model": config.start_model} if config.start_model else {})}
+    if not is_toyworld(config.heldout.prompts):
+        inputs["prompts"] = source_name(config.heldout.prompts)  # an edited held-out file is a new evaluation
+    run = StageRun(out, "eval", config, inputs=inputs)
     if run.is_complete():
         return json.loads((out / "eval.json").read_text())["row"]
     where = f"eval {config.version}"
@@ -120,7 +124,7 @@ def evaluate_model(config: EvalStageConfig, out: Path) -> dict:
             from core.models import load_model_and_tokenizer
             from pipelines.xstest import evaluate_model_on_xstest, load_xstest, stratified_subset
 
-            model, tokenizer = load_model_and_tokenizer(config.model, dtype=config.dtype)
+            model, tokenizer = load_model_and_tokenizer(config.model, dtype=config.dtype, device="auto")
             rows = stratified_subset(load_xstest(config.xstest_data), config.xstest_limit)
             xstest = evaluate_model_on_xstest(model, tokenizer, rows, config.heldout.sampling)
             result["xstest"] = xstest["rates"]
@@ -206,19 +210,22 @@ def collect_preferences(config: CollectConfig, out: Path) -> Path:
     when the prompts are toyworld's, with the same protocol as its templated pairs)."""
     from core.generation import generate
     from core.models import load_model_and_tokenizer
-    from core.sources import is_toyworld, load_prompt_source
+    from core.sources import is_toyworld, load_prompt_source, source_name
 
     refresh = config.refresh
     if config.version in refresh.pairs_files:
         return Path(refresh.pairs_files[config.version])  # human labels: used as they are
     pairs_path = out / "pairs.jsonl"
-    run = StageRun(out, "preference_collection", config, inputs={"model": config.model})
+    inputs = {"model": config.model}
+    if not is_toyworld(refresh.prompts):
+        inputs["prompts"] = source_name(refresh.prompts)
+    run = StageRun(out, "preference_collection", config, inputs=inputs)
     if run.is_complete():
         return pairs_path
     check_config_models([(f"pairs {config.version}: model", config.model, "policy")])
     with run:
-        model, tokenizer = load_model_and_tokenizer(config.model, dtype=refresh.dtype)
-        prompts = load_prompt_source(refresh.prompts, "train", refresh.n_prompts, config.seed + 1)
+        model, tokenizer = load_model_and_tokenizer(config.model, dtype=refresh.dtype, device="auto")
+        prompts = load_prompt_source(refresh.prompts, "train", refresh.n_prompts, config.seed + 1, key="refresh.prompts")
         answers = [
             generate(model, tokenizer, [p["messages"] for p in prompts],
                      SamplingConfig(max_new_tokens=refresh.max_new_tokens, temperature=t, batch_size=refresh.batch_size, seed=config.seed + i),
@@ -322,8 +329,7 @@ class Pipeline:
         }
         # A preset that restarts the fine-tune from the SFT model (Llama 2's choice) names
         # its own run's path; in a pipeline that is this run's SFT model.
-        preset = deep_merge(read_yaml(ref.preset), nest(ref.overrides))
-        if preset.get("init_model"):
+        if read_yaml(ref.preset).get("init_model") and "init_model" not in nest(ref.overrides):
             wiring["init_model"] = str(self.sft_model)
         return stage_config(RSConfig, ref, wiring, where=f"{version}.rejection_sampling")
 
@@ -362,7 +368,23 @@ class Pipeline:
                 configs.append((f"{version.name}.ppo", self.ppo_config(version.ppo, version.name, model, rms)))
         if c.gatt is not None:
             configs.append(("gatt", self.gatt_config(model, rms)))
+        self.check_defaults_follow_the_data(configs)
         return configs
+
+    def check_defaults_follow_the_data(self, configs: list[tuple[str, Any]]) -> None:
+        """A run on the user's data must name its held-out and pair-collection prompts:
+        the toyworld defaults of `evaluation.prompts` / `refresh.prompts` are refused."""
+        from core.errors import ConfigError
+        from core.sources import is_toyworld
+
+        c = self.config
+        if is_toyworld(configs[0][1].data.train):
+            return
+        collects = c.reward_pairs_from_sft or any(v.refresh_reward_models for v in c.versions)
+        for key, section, used in (("evaluation.prompts", c.evaluation, True), ("refresh.prompts", c.refresh, collects)):
+            if used and "prompts" not in section.model_fields_set:
+                raise ConfigError(f"pipeline: key '{key}': sft.data.train is your own data, but {key} would default to "
+                                  "toyworld's prompts; set it to your prompts")
 
     def check_configs(self) -> None:
         check_config_models([("base_model", self.config.base_model, "policy")])  # before the run folder is made
@@ -513,7 +535,7 @@ def check_pipeline(config: PipelineConfig) -> list[tuple[str, str, str, str]]:
         named += data_paths(where, stage)
     stand_in = str(pipeline.root / "model")
     for where, key, value in named:
-        if not value or value == stand_in:
+        if not value or source_name(value) == stand_in:
             continue
         kind = classify_source(value)
         if kind == "missing":

@@ -186,6 +186,9 @@ class PPOConfig(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> PPOConfig:
         self.reward_models.require("PPO's reward")
+        if not self.eval.enabled:
+            raise ValueError("eval.enabled: PPO always evaluates its held-out prompts (before, for keep-best, after); "
+                             "set eval.every: 0 to evaluate only before and after")
         check_heldout_source(self.eval, self.data.prompts, "data.prompts")  # keep-best judges on your held-out prompts
         ppo = self.ppo
         if ppo.batch_size % ppo.minibatch_size:

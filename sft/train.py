@@ -208,7 +208,7 @@ def _fresh_or_resume(folder: Path, config: SFTConfig, inputs: dict, previous: di
 def _heldout_prompts(config: SFTConfig) -> list[dict]:
     from core.sources import load_prompt_source
 
-    return load_prompt_source(config.eval.prompts, "heldout", config.eval.n_prompts, config.eval.seed)
+    return load_prompt_source(config.eval.prompts, "heldout", config.eval.n_prompts, config.eval.seed, key="eval.prompts")
 
 
 def _answer(model, tokenizer, config: SFTConfig):

@@ -241,7 +241,7 @@ CASES = [
     Case("ppo-safety-rm-not-a-folder", ppo("reward_models.safety={empty}"), ("reward_models.safety", "empty_folder", "no config.json")),
     Case("ppo-reward-model-is-a-causal-lm", ppo("reward_models.helpfulness={tiny}"), ("reward_models.helpfulness", "not a reward model")),
     # -- GAtt --------------------------------------------------------------------------------
-    Case("gatt-dialogue-unknown-role", gatt("dialogues.source={dir}/dialogues.jsonl", "dialogues.n=2"),
+    Case("gatt-dialogue-unknown-role", gatt("dialogues.source={dir}/dialogues.jsonl", "dialogues.n=2", "eval.enabled=false"),
          ("dialogues.jsonl, line 2, field 'messages[1]'",),
          files={"dialogues.jsonl": jl(
              {"messages": msgs(("user", "a"), ("assistant", "b"), ("user", "c"))},

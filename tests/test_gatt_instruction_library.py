@@ -261,7 +261,7 @@ def test_gatt_run_on_user_files_imports_no_toyworld(tmp_path):
     command = [
         sys.executable, "-m", "gatt", "run", "--config", str(ROOT / "configs/gatt/smoke.yaml"),
         f"output_dir={out}", f"instructions.source={LIBRARY}", "instructions.kinds=[length,avoid]", "instructions.n_combined=1",
-        f"dialogues.source={dialogues}", f"eval.dialogues_source={dialogues}", "eval.n_combined=1",
+        f"dialogues.source={dialogues}", f"eval.dialogues_source={BYOD / 'dialogues_heldout.jsonl'}", "eval.n_combined=1",
         "synthesis.ranking.by=first", "finetune.replay_toyworld=0",
     ]
     # run from tmp_path: `python -m` puts the working folder first on sys.path, ahead of the blocker

@@ -54,7 +54,14 @@ def test_config_is_strict():
     with pytest.raises(ConfigError, match="'synthesis.ranking.helpfulness_rm' is now 'reward_models.helpfulness'"):
         load_config(GattConfig, SMOKE, ["synthesis.ranking.helpfulness_rm=x"])
     with pytest.raises(ConfigError, match="by=gold: gold judges exist only for toyworld dialogues"):
-        load_config(GattConfig, SMOKE, ["synthesis.ranking.by=gold", "dialogues.source=tests/data/byod/dialogues.jsonl"])
+        load_config(GattConfig, SMOKE, ["synthesis.ranking.by=gold", "dialogues.source=tests/data/byod/dialogues.jsonl",
+                                        "eval.dialogues_source=tests/data/byod/dialogues_heldout.jsonl"])
+    # your dialogues are evaluated on your held-out dialogues, never toyworld's by default, never the training ones
+    with pytest.raises(ConfigError, match="eval.dialogues_source: dialogues.source is your own file"):
+        load_config(GattConfig, SMOKE, ["dialogues.source=tests/data/byod/dialogues.jsonl"])
+    with pytest.raises(ConfigError, match="would replay the training dialogues"):
+        load_config(GattConfig, SMOKE, ["dialogues.source=tests/data/byod/dialogues.jsonl",
+                                        "eval.dialogues_source=tests/data/byod/dialogues.jsonl"])
     with pytest.raises(ConfigError, match="instructions.kinds"):
         load_config(GattConfig, SMOKE, ["instructions.kinds=[pirate]"])
     with pytest.raises(ConfigError, match="eval.turns or eval.n_turns"):

@@ -165,7 +165,7 @@ def test_check_of_the_llama2_preset_with_local_files_for_every_hub_name(tmp_path
                                   "eval.prompts": f"{BYOD}/prompts_heldout.jsonl"}
     preset["reward"]["overrides"] = {"data": [{"source": f"{BYOD}/prefs_hh.jsonl", "category": "safety"}, {"source": f"{BYOD}/prefs_pku.jsonl"}],
                                      "eval_data": [{"source": f"{BYOD}/prefs_heldout.jsonl"}]}
-    preset["gatt"]["overrides"] = {"dialogues.source": f"{BYOD}/dialogues.jsonl", "eval.dialogues_source": f"{BYOD}/dialogues.jsonl"}
+    preset["gatt"]["overrides"] = {"dialogues.source": f"{BYOD}/dialogues.jsonl", "eval.dialogues_source": f"{BYOD}/dialogues_heldout.jsonl"}
     preset["evaluation"]["prompts"] = f"{BYOD}/prompts_heldout.jsonl"
     import yaml
 
