@@ -208,3 +208,14 @@ def test_the_readme_recipe_points_at_folders_the_stages_write():
     readme = Path("README.md").read_text(encoding="utf-8")
     assert "$R/gatt/model" not in readme and "$R/gatt/sft/model" in readme
     assert "helpful_rm=" not in readme and "reward.helpfulness_model=" not in readme  # old keys, now errors
+
+
+def test_a_pipeline_on_your_data_names_its_held_out_prompts(tmp_path, capsys):
+    path = write_pipeline(tmp_path, (
+        f"sft: {{preset: configs/sft/smoke.yaml, overrides: {{data.train: {BYOD}/sft_messages.jsonl}}}}\n"
+        f"reward: {{preset: configs/reward/smoke.yaml, overrides: {{data: [{{source: {BYOD}/prefs_pku.jsonl}}], eval_pairs: 0}}}}\n"
+        f"versions: [{{name: v1, rejection_sampling: {{preset: configs/rs/smoke.yaml, overrides: {{prompts.source: {BYOD}/prompts_train.jsonl}}}}}}]\n"))
+    assert main(["--check", str(path)]) == 2
+    assert "key 'evaluation.prompts': sft.data.train is your own data" in capsys.readouterr().err
+    path.write_text(path.read_text() + f"evaluation: {{prompts: {BYOD}/prompts_heldout.jsonl, xstest_data: null}}\n")
+    assert main(["--check", str(path)]) == 0
