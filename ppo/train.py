@@ -43,7 +43,7 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from core.errors import RLHFError
-from core.evaluation import answer_prompts, compare, model_summary, score_answers
+from core.evaluation import answer_prompts, compare, model_summary, paired_comparison, score_answers
 from core.generation import generate_batch
 from core.io import atomic_write_json
 from core.model_paths import check_config_models
@@ -222,6 +222,22 @@ def keep_best_metric(config: PPOConfig) -> str:
     return "rm_reward" if config.reward.kind == "gated" else "reward"
 
 
+def beats_the_best(result: dict, state: dict, metric: str) -> bool:
+    """Whether a held-out evaluation becomes keep-best's choice: the start always; a later
+    iteration only when it beats the best so far AND beats the start by more than the
+    standard error of their paired difference on the same prompts (a noise-level rise
+    keeps the start, issue 22)."""
+    if state["best_reward"] is None:
+        return True
+    if result[metric] <= state["best_reward"]:
+        return False
+    start, now = state["evals"][0]["columns"].get(metric), result["columns"].get(metric)
+    if not start or not now:
+        return True
+    pc = paired_comparison(now, start)
+    return pc["diff"] > pc["diff_stderr"]
+
+
 def without_columns(evaluation: dict) -> dict:
     return {key: value for key, value in evaluation.items() if key != "columns"}
 
@@ -295,7 +311,7 @@ def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout:
         summary, columns = evaluate_heldout(models, tokenizer, heldout, scorer, config, reward_fn)
         result = {"iteration": iteration, **summary, "columns": columns}
         state["evals"].append(result)
-        if state["best_reward"] is None or result[best_metric] > state["best_reward"]:
+        if beats_the_best(result, state, best_metric):
             state.update(best_iteration=iteration, best_reward=result[best_metric], evals_since_best=0)
             if keep_best:
                 save_best(accelerator, ckpt_dir, iteration, models)

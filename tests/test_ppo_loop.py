@@ -361,21 +361,39 @@ def test_early_stopping_keeps_the_best_policy(tmp_path, rms):
     report = json.loads((out / "eval.json").read_text())
     history = report["history"]
     rewards = [entry["rm_reward"] for entry in history]
-    best = max(range(len(rewards)), key=lambda i: (rewards[i], -i))  # the first of the best
-    assert report["policy_iteration"] == history[best]["iteration"]
+    chosen = next(entry for entry in history if entry["iteration"] == report["policy_iteration"])
     models = report["models"]  # the shared evaluation's layout, plus the model each row is
-    assert {k: v for k, v in models["after"].items() if k != "model"} == history[best]
+    assert {k: v for k, v in models["after"].items() if k != "model"} == chosen
     assert {k: v for k, v in models["before"].items() if k != "model"} == history[0]
-    assert report["paired"]["after"]["rm_reward"]["diff"] == pytest.approx(history[best]["rm_reward"] - history[0]["rm_reward"])
-    # patience 1: the run stops at the first evaluation that does not improve
-    improved = [rewards[i] > max(rewards[:i]) for i in range(1, len(rewards))]
-    assert report["stopped_early"] == (not all(improved))
+    paired = report["paired"]["after"]["rm_reward"]
+    assert paired["diff"] == pytest.approx(chosen["rm_reward"] - history[0]["rm_reward"])
+    if chosen["iteration"] != 0:  # a later iteration is kept only beyond the noise of the start
+        assert paired["diff"] > paired["diff_stderr"] and chosen["rm_reward"] > rewards[0]
+    # patience 1: a run that ended before its last iteration stopped early
+    if report["last_iteration"] < 4:
+        assert report["stopped_early"]
     assert report["last_iteration"] == history[-1]["iteration"]
     assert max(metric_rows(out)) == report["last_iteration"]
     best_weights = load_file(str(out / "checkpoints" / "best" / "policy.safetensors"))
     saved = weights(out)
     for name in saved.keys() & best_weights.keys():
         assert torch.equal(saved[name], best_weights[name]), name
+
+
+def test_keep_best_takes_a_later_iteration_only_beyond_the_paired_standard_error():
+    from ppo.train import beats_the_best
+
+    start = {"iteration": 0, "rm_reward": 0.5, "columns": {"rm_reward": [0.4, 0.5, 0.6, 0.5]}}
+    state = {"evals": [start], "best_reward": None}
+    assert beats_the_best(start, state, "rm_reward")  # the start is always the first choice
+    state["best_reward"] = 0.5
+    # diffs 0.1, 0.1, 0.1, 0.1: mean 0.1, stderr 0 -> kept
+    clear = {"rm_reward": 0.6, "columns": {"rm_reward": [0.5, 0.6, 0.7, 0.6]}}
+    assert beats_the_best(clear, state, "rm_reward")
+    # diffs +0.3, -0.2, +0.3, -0.2: mean 0.05, stderr 0.144 -> a higher mean, but noise: not kept
+    noisy = {"rm_reward": 0.55, "columns": {"rm_reward": [0.7, 0.3, 0.9, 0.3]}}
+    assert not beats_the_best(noisy, state, "rm_reward")
+    assert not beats_the_best({"rm_reward": 0.5, "columns": clear["columns"]}, state, "rm_reward")  # not above the best
 
 
 def test_resuming_with_another_config_is_refused(tmp_path, rms):
