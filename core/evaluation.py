@@ -249,6 +249,16 @@ def samples_rows(result: dict) -> list[dict]:
     return rows
 
 
+def models_in_samples(row: dict) -> list[str]:
+    """The model names of one `samples_rows` row, in order (each has a `<name>_finished` column)."""
+    return [key for key in row if f"{key}_finished" in row]
+
+
+def answers_from_samples(rows: list[dict], name: str) -> Answers:
+    """Model `name`'s answers back from `samples_rows` rows (the inverse, for one model)."""
+    return Answers([r[name] for r in rows], [r[f"{name}_finished"] for r in rows], [r[f"{name}_length"] for r in rows])
+
+
 def save_evaluation(result: dict, out: Path, name: str = "eval") -> Path:
     """`out/<name>.json` (summaries and comparisons) and `out/<name>_samples.jsonl` (every answer)."""
     from core.io import atomic_write_json, write_jsonl

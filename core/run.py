@@ -247,6 +247,11 @@ class StageRun:
         self.metrics = MetricsLogger(self.folder, self.stage, tensorboard=self.tensorboard)
         return self
 
+    @property
+    def input_hashes(self) -> dict[str, dict]:
+        """The inputs' content hashes as this run's manifest records them (hashed once, on entering)."""
+        return self._manifest["inputs"]
+
     def add_output(self, name: str, path: str | os.PathLike) -> None:
         self.outputs[name] = str(path)
 

@@ -64,19 +64,15 @@ def stage_inputs(config: GattConfig) -> dict:
     return inputs
 
 
-def synthesis_key(config: GattConfig) -> dict:
-    """What the synthesised data depends on (a resumed run reuses the data when it matches)."""
+def synthesis_key(config: GattConfig, input_hashes: dict[str, dict]) -> dict:
+    """What the synthesised data depends on (a resumed run reuses the data when it matches):
+    the settings, and the contents of the stage's inputs (`StageRun.input_hashes`: model,
+    RMs, dialogue and instruction files). In a pipeline the model and RM paths stay the
+    same while their contents change (a retrained version), so paths alone would reuse
+    data sampled and ranked by the old ones."""
     full = config_to_dict(config)
     key = {key: full[key] for key in ("model", "dtype", "chat_template", "instructions", "dialogues", "synthesis", "seed")}
-    from core.run import hash_inputs
-
-    files = instruction_files(config)
-    if files:  # an edited instruction file is new data
-        key["instruction_files"] = hash_inputs(files)
-    # In a pipeline the model and RM paths stay the same while their contents change
-    # (a retrained version): the data sampled and ranked by the old ones is not reused.
-    key["inputs"] = hash_inputs(stage_inputs(config))
-    return key
+    return {**key, "inputs": input_hashes}
 
 
 def instruction_files(config: GattConfig) -> dict[str, str]:
@@ -253,12 +249,13 @@ def run(config: GattConfig) -> Path:
         # 2-3. Instructions, dialogues and synthesis (reused if a stopped run already made them).
         data_path, synthesis_path = out / DATA, out / SYNTHESIS
         previous = read_json(synthesis_path)
-        if previous and previous.get("key") == synthesis_key(config) and data_path.is_file():
+        key = synthesis_key(config, run_.input_hashes)
+        if previous and previous.get("key") == key and data_path.is_file():
             stats = previous["stats"]
             log.info("GAtt: reusing the synthesised data in %s", data_path)
         else:
             stats = synthesize_data(config, model, tokenizer, data_path)
-            atomic_write_json(synthesis_path, {"key": synthesis_key(config), "stats": stats})
+            atomic_write_json(synthesis_path, {"key": key, "stats": stats})
         run_.add_output("data", data_path)
         run_.extra["synthesis"] = stats
         run_.metrics.log(0, **{f"synthesis/{k}": v for k, v in stats.items() if isinstance(v, (int, float))})

@@ -86,7 +86,9 @@ def _eval_samples(path: str) -> tuple[Path, list[dict]]:
 def own_answer(row: dict) -> dict:
     """A row of an eval_samples.jsonl (one column per model) as `{id, prompt, response}`
     of the evaluated model (the column that is not the start's); other rows unchanged."""
-    models = [key for key in row if f"{key}_finished" in row]
+    from core.evaluation import models_in_samples
+
+    models = models_in_samples(row)
     if "response" in row or not models:
         return row
     own = next((m for m in models if m != "start"), models[-1])
@@ -114,7 +116,7 @@ def compare_evals(after: str, before: str) -> dict:
     """Paired gold-combined comparison of two evaluations on the same prompts
     (`rejection_sampling.core.paired_comparison`'s dict: means, stderrs, diff, wins)."""
     from core.errors import DataError
-    from rejection_sampling.core import paired_comparison
+    from core.evaluation import paired_comparison
 
     scores_after, scores_before = gold_by_prompt(after), gold_by_prompt(before)
     if scores_after.keys() != scores_before.keys():

@@ -144,12 +144,11 @@ def evaluate_model(config: EvalStageConfig, out: Path) -> dict:
 
 def start_answers(samples: Path):
     """The answers of the model an eval_samples.jsonl was made for (its own version's columns)."""
-    from core.evaluation import Answers
+    from core.evaluation import answers_from_samples, models_in_samples
     from core.io import iter_jsonl
 
     rows = [row for _, row in iter_jsonl(samples)]
-    own = next(key for key in rows[0] if f"{key}_finished" in rows[0])
-    return Answers([r[own] for r in rows], [r[f"{own}_finished"] for r in rows], [r[f"{own}_length"] for r in rows])
+    return answers_from_samples(rows, models_in_samples(rows[0])[0])
 
 
 # -- fresh preference pairs for each version (Llama 2's weekly RM refresh) -----------------

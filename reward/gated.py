@@ -26,7 +26,7 @@ import torch
 from pydantic import Field
 
 from core.config import StrictModel
-from core.errors import ModelLoadError, NumericError
+from core.errors import NumericError
 from reward.combine import LLAMA2_SAFETY_THRESHOLD, llama2_reward, safety_gate
 
 RewardModelDType = Literal["float32", "bfloat16", "float16"]
@@ -98,13 +98,9 @@ def is_safety_prompt(prompts: list[dict]) -> torch.Tensor:
 
 def check_reward_models(section: RewardModelsSection, key: str = "reward_models") -> None:
     """Both folders are one-output reward models; the error names the key. Loads nothing."""
-    from reward.scorer import check_reward_model_folder
+    from core.model_paths import check_config_models
 
-    for name in ("helpfulness", "safety"):
-        try:
-            check_reward_model_folder(getattr(section, name))
-        except ModelLoadError as exc:
-            raise ModelLoadError(f"{key}.{name}: {exc}") from None
+    check_config_models([(f"{key}.{name}", getattr(section, name), "reward_model") for name in ("helpfulness", "safety")])
 
 
 class GatedScorer:
