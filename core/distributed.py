@@ -1,0 +1,150 @@
+"""How a hand-written stage (PPO, rejection sampling, GAtt) runs on several processes.
+
+One key in each of those stages' configs, `distributed`, picks the engine:
+
+    none   one process only (a multi-process launch is refused, naming the key)
+    ddp    torch DDP through `accelerator.prepare`: every process holds the whole
+           model; gradients are averaged by DDP's own hooks (the default; with one
+           process it is a plain model)
+    fsdp2  torch FSDP2 (`torch.distributed.fsdp.fully_shard`), one unit per decoder
+           layer plus the root: each process holds 1/N of every trained (and frozen
+           reference) model; all-gathers and reduce-scatters are FSDP's
+
+The same code runs on CPU (gloo, under `torchrun` or `accelerate launch --cpu`) and
+GPU (NCCL). Nothing here sums tensors by hand: the engines do every collective;
+this module only wraps models, reads and writes their full weights, and gathers
+them for generation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Literal
+
+import torch
+from torch import nn
+
+from core.errors import ConfigError
+
+DistributedMode = Literal["none", "ddp", "fsdp2"]
+
+
+def make_accelerator(**kwargs):
+    """An `accelerate.Accelerator` that sees every process of the launch.
+
+    On a machine without a GPU, accelerate treats a `torchrun` launch as one process
+    per rank unless ACCELERATE_USE_CPU is set (measured with accelerate 1.16), so it is
+    set here when WORLD_SIZE > 1. Multi-process CPU launches that work:
+    `torchrun --nproc_per_node 2 -m STAGE ...` and
+    `ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 -m STAGE ...`
+    (plain `accelerate launch --cpu --num_processes 2` starts ONE process: its simple
+    launcher needs mpirun for more).
+    """
+    from accelerate import Accelerator
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+    return Accelerator(**kwargs)
+
+
+def check_launch(mode: str, num_processes: int, key: str = "distributed") -> None:
+    """`distributed: none` is one process; anything else takes any process count."""
+    if mode == "none" and num_processes > 1:
+        raise ConfigError(
+            f"{key}: none runs one process, but this launch started {num_processes}; "
+            f"set {key}: ddp (each process holds the whole model) or {key}: fsdp2 (sharded)"
+        )
+
+
+def decoder_layers(model: nn.Module) -> list[nn.Module]:
+    """The transformer blocks of a causal LM, its bare body, or a PEFT wrapper of either."""
+    for path in ("model.layers", "layers", "base_model.model.model.layers", "body.layers"):
+        module = model
+        try:
+            for name in path.split("."):
+                module = getattr(module, name)
+        except AttributeError:
+            continue
+        if isinstance(module, nn.ModuleList):
+            return list(module)
+    raise ConfigError(f"distributed: fsdp2: cannot find the decoder layers of {type(model).__name__}")
+
+
+def shard_fsdp2(model: nn.Module, device_type: str) -> nn.Module:
+    """`fully_shard` each decoder layer, then the whole model (the embeddings, the final
+    norm, the LM or value head, and tied weights together in the root unit). In place."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device_type, (torch.distributed.get_world_size(),))
+    for layer in decoder_layers(model):
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def fsdp_units(model: nn.Module) -> list[nn.Module]:
+    from torch.distributed.fsdp import FSDPModule
+
+    return [m for m in model.modules() if isinstance(m, FSDPModule)]
+
+
+def is_sharded(model: nn.Module) -> bool:
+    return bool(fsdp_units(model))
+
+
+def local_fraction(model: nn.Module) -> float:
+    """The share of `model`'s parameter elements this process stores (1.0 unsharded;
+    about 1/N under FSDP2 on N processes)."""
+    from torch.distributed.tensor import DTensor
+
+    local = total = 0
+    for p in model.parameters():
+        total += p.numel()
+        local += p.to_local().numel() if isinstance(p, DTensor) else p.numel()
+    return local / total if total else 1.0
+
+
+@contextlib.contextmanager
+def gathered(model: nn.Module):
+    """Inside, a sharded model holds its full weights on every process and runs forwards
+    with no collectives, so processes may generate different numbers of tokens (what
+    verl and OpenRLHF do before a rollout). Unsharded models: nothing happens.
+
+    Every process must enter and leave together (the gather is collective).
+    """
+    units = fsdp_units(model)
+    if not units:
+        yield model
+        return
+    for unit in units:
+        unit.unshard()
+        unit.set_reshard_after_forward(False, recurse=False)
+    try:
+        yield model
+    finally:
+        for unit in units:
+            unit.set_reshard_after_forward(True, recurse=False)
+            unit.reshard()
+
+
+def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer of `model` as whole CPU tensors, on every process
+    (collective under FSDP2). Names are those of the unwrapped model."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(unwrap(model), options=options)
+
+
+def load_full_state_dict(model: nn.Module, state: dict[str, torch.Tensor], strict: bool = True) -> None:
+    """The inverse of `full_state_dict`: every process passes the whole tensors and keeps its shard."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    set_model_state_dict(unwrap(model), state, options=StateDictOptions(full_state_dict=True, strict=strict))
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module under a DDP wrapper (FSDP2 shards in place and needs no unwrapping)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
