@@ -49,6 +49,17 @@ class StrictModel(BaseModel):
     renamed_keys: ClassVar[dict[str, str]] = {}
 
 
+# Old top-level keys that every config with the new key refuses, naming it (a stage's
+# own old spellings are in its `renamed_keys`): old key -> new key.
+SHARED_RENAMED = {"tensorboard": "report_to"}
+
+
+def renamed_keys(cls: type[StrictModel]) -> dict[str, str]:
+    """The old keys `cls` refuses: the shared ones whose new key is one of its fields, and its own."""
+    shared = {old: new for old, new in SHARED_RENAMED.items() if new in cls.model_fields}
+    return {**shared, **cls.renamed_keys}
+
+
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     node = tree
     parts = dotted.split(".")
@@ -131,7 +142,7 @@ def _format_validation_error(exc: ValidationError, origin: str) -> str:
 
 def validate_config(cls: type[T], data: dict, origin: str = "config") -> T:
     try:
-        reject_renamed(data, cls.renamed_keys)
+        reject_renamed(data, renamed_keys(cls))
     except ValueError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
     # Validation in JSON mode keeps strictness ("3" is not an int) while accepting

@@ -8,7 +8,8 @@ A stage folder (for example `runs/quickstart/v2/ppo/`) holds:
 - `metrics.jsonl`: one JSON object per logged step (`{"step", "stage", ...}`);
 - a model card (`README.md`, `core.model_card`) in the folder of an output named
   "model", written when the stage completes;
-- TensorBoard events under `tensorboard/` when asked;
+- the sinks named by `report_to` (`core.tracking`): TensorBoard events under
+  `tensorboard/`, a wandb run under `wandb/`, an MLflow run (under `mlruns/` by default);
 - the stage's outputs.
 
 A stage whose manifest says `completed`, whose config is the same and whose
@@ -34,6 +35,7 @@ from pydantic import BaseModel
 from core.config import config_to_dict, dump_config
 from core.errors import RLHFError
 from core.io import atomic_write_json, atomic_write_text, file_hash, pid_alive
+from core.tracking import Sink, check_report_to, close_sinks, open_sinks, push_to_hub, tracked_scalars
 
 MANIFEST = "manifest.json"
 CONFIG = "config.yaml"
@@ -93,16 +95,18 @@ class RunLockedError(RLHFError):
 
 
 class MetricsLogger:
-    """Appends one JSON object per step to `metrics.jsonl`; mirrors scalars to TensorBoard if asked.
+    """Appends one JSON object per step to `metrics.jsonl`; sends its numbers to the
+    open sinks of `core.tracking` (TensorBoard, wandb, MLflow), named `<stage>/<key>` in each.
 
     Appending line by line (flushed each time) means a killed run keeps every
     line it logged; a resumed run truncates lines past its checkpoint step with
     `truncate_after` so the file never holds the same step twice.
     """
 
-    def __init__(self, folder: str | os.PathLike, stage: str, tensorboard: bool = False):
+    def __init__(self, folder: str | os.PathLike, stage: str, sinks: list[Sink] | None = None):
         self.path = Path(folder) / METRICS
         self.stage = stage
+        self.sinks = list(sinks or [])
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.is_file():
             data = self.path.read_bytes()
@@ -110,11 +114,6 @@ class MetricsLogger:
                 # A process killed mid-row left a torn last line: cut it, so that the rows
                 # appended now start on a line of their own and every line parses.
                 atomic_write_text(self.path, data[: data.rfind(b"\n") + 1].decode("utf-8", errors="replace"))
-        self._tb = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._tb = SummaryWriter(log_dir=str(Path(folder) / "tensorboard"))
 
     def log(self, step: int, **metrics: Any) -> None:
         clean = {}
@@ -127,10 +126,10 @@ class MetricsLogger:
         row = {"step": int(step), "stage": self.stage, **clean}
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        if self._tb is not None:
-            for key, value in clean.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self._tb.add_scalar(f"{self.stage}/{key}", value, step)
+        if self.sinks:
+            scalars = tracked_scalars(self.stage, clean)
+            for sink in self.sinks:
+                sink.log(int(step), scalars)
 
     def truncate_after(self, step: int) -> None:
         """Drop logged rows with a step greater than `step` (used when resuming)."""
@@ -145,9 +144,9 @@ class MetricsLogger:
                 continue  # a torn last line from a killed process
         atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
-    def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
+    def close(self, failed: bool = False) -> None:
+        sinks, self.sinks = self.sinks, []
+        close_sinks(sinks, failed)
 
 
 def read_metrics(folder: str | os.PathLike) -> list[dict]:
@@ -166,11 +165,16 @@ def read_metrics(folder: str | os.PathLike) -> list[dict]:
 class StageRun:
     """One stage's folder. Use as a context manager around the stage's work.
 
-    >>> run = StageRun(out_dir, "sft", config, inputs={"train": path})
+    >>> run = StageRun(out_dir, "sft", config, inputs={"train": path},
+    ...                report_to=config.report_to, push_to_hub=config.push_to_hub)
     >>> if run.is_complete(): return
     >>> with run:
     ...     run.metrics.log(step, loss=0.3)
     ...     run.add_output("model", out_dir / "model")
+
+    `report_to` names the sinks (`core.tracking`) besides metrics.jsonl; a missing
+    package is a ConfigError here, before anything is written. `push_to_hub` (a hub
+    repo id) uploads the output named "model", with its card, once the stage completes.
     """
 
     def __init__(
@@ -179,13 +183,17 @@ class StageRun:
         stage: str,
         config: BaseModel,
         inputs: Mapping[str, str | os.PathLike | None] | None = None,
-        tensorboard: bool = False,
+        report_to: tuple[str, ...] | list[str] = (),
+        push_to_hub: str | None = None,
+        tensorboard: bool = False,  # the old spelling of report_to=["tensorboard"]; until PPO passes report_to
     ):
         self.folder = Path(folder)
         self.stage = stage
         self.config = config
         self.inputs = dict(inputs or {})
-        self.tensorboard = tensorboard
+        self.report_to = tuple(dict.fromkeys([*report_to, *(["tensorboard"] if tensorboard else [])]))
+        check_report_to(self.report_to)
+        self.push_to_hub = push_to_hub
         self.outputs: dict[str, str] = {}
         self.extra: dict[str, Any] = {}
         self.metrics: MetricsLogger | None = None
@@ -229,6 +237,11 @@ class StageRun:
     def __enter__(self) -> StageRun:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._acquire_lock()
+        try:
+            sinks = open_sinks(self.report_to, self.folder, self.stage, config_to_dict(self.config))
+        except BaseException:
+            self._release_lock()  # __exit__ is not called when __enter__ raises
+            raise
         atomic_write_text(self.folder / CONFIG, dump_config(self.config))
         previous = read_manifest(self.folder) or {}
         self._manifest = {
@@ -244,7 +257,7 @@ class StageRun:
             "outputs": {},
         }
         atomic_write_json(self.folder / MANIFEST, self._manifest)
-        self.metrics = MetricsLogger(self.folder, self.stage, tensorboard=self.tensorboard)
+        self.metrics = MetricsLogger(self.folder, self.stage, sinks=sinks)
         return self
 
     @property
@@ -265,10 +278,34 @@ class StageRun:
         except Exception as exc:  # noqa: BLE001 - the model is saved and the manifest says completed
             logging.getLogger("core.run").warning("no model card for %s: %s: %s", model_dir, type(exc).__name__, exc)
 
+    def _push(self) -> None:
+        """Upload the model folder to `push_to_hub`, after the manifest says completed (a
+        failed upload leaves a completed stage, and says how to upload by hand)."""
+        model_dir = self.outputs.get("model")
+        if not model_dir or not Path(model_dir).is_dir():
+            raise RLHFError(f"push_to_hub: stage {self.stage} saved no model folder to upload")
+        try:
+            url = push_to_hub(model_dir, self.push_to_hub, self.stage)
+        except Exception as exc:
+            raise RLHFError(f"push_to_hub: uploading {model_dir} to {self.push_to_hub} failed ({type(exc).__name__}: {exc}); "
+                            f"the stage is complete; upload by hand with `hf upload {self.push_to_hub} {model_dir}`") from exc
+        assert self._manifest is not None
+        self._manifest["pushed_to_hub"] = {"repo_id": self.push_to_hub, "commit": url}
+        atomic_write_json(self.folder / MANIFEST, self._manifest)
+
+    def _release_lock(self) -> None:
+        if self._locked:
+            (self.folder / LOCK).unlink(missing_ok=True)
+            self._locked = False
+
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             if self.metrics is not None:
-                self.metrics.close()
+                try:
+                    self.metrics.close(failed=exc_type is not None)
+                except Exception as close_exc:  # noqa: BLE001 - the manifest must still say how the stage ended
+                    logging.getLogger("core.run").warning("closing report_to sinks of %s: %s: %s",
+                                                          self.folder, type(close_exc).__name__, close_exc)
             assert self._manifest is not None
             self._manifest.update(
                 status="completed" if exc_type is None else "failed",
@@ -281,7 +318,7 @@ class StageRun:
                 # before the manifest says completed: a process killed in between reruns the stage
                 self._write_model_card(Path(self.outputs["model"]))
             atomic_write_json(self.folder / MANIFEST, self._manifest)
+            if exc_type is None and self.push_to_hub:
+                self._push()
         finally:
-            if self._locked:
-                (self.folder / LOCK).unlink(missing_ok=True)
-                self._locked = False
+            self._release_lock()

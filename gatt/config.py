@@ -19,6 +19,7 @@ from core.evaluation import HeldoutEval
 from core.generation import SamplingConfig
 from core.models import DType, LoraSettings
 from core.sources import PromptSourceSpec
+from core.tracking import ReportTo
 from reward.gated import RewardModelsSection
 from sft.config import FamilyWeights, TrainingSection
 
@@ -228,7 +229,8 @@ class GattConfig(StrictModel):
     finetune: FinetuneSection = FinetuneSection()
     eval: EvalSection = EvalSection()
     seed: int = 0
-    tensorboard: bool = False
+    report_to: ReportTo = ()  # tensorboard, wandb, mlflow besides metrics.jsonl (core.tracking)
+    push_to_hub: str | None = None  # a hub repo id: the fine-tuned model and its card are uploaded when the stage completes
     progress: bool = True
 
     @model_validator(mode="after")

@@ -138,7 +138,7 @@ def sft_config(config: GattConfig, data_path: Path, output_dir: Path):
         "merge_lora": finetune["merge_lora"],
         "eval": {"enabled": False},
         "output_dir": str(output_dir),
-        "tensorboard": config.tensorboard,
+        "report_to": list(config.report_to),
         "progress": config.progress,
     }
     return validate_config(SFTConfig, data, origin="gatt.finetune")
@@ -237,7 +237,8 @@ def run(config: GattConfig) -> Path:
     model_dir = out / "sft" / "model"
 
     # 1. Run folder: skip a finished run with the same config and inputs.
-    stage = StageRun(out, STAGE, config, inputs=stage_inputs(config), tensorboard=config.tensorboard)
+    stage = StageRun(out, STAGE, config, inputs=stage_inputs(config), report_to=config.report_to,
+                     push_to_hub=config.push_to_hub)
     if stage.is_complete():
         log.info("GAtt: %s is complete with the same config and inputs; skipping", out)
         return model_dir

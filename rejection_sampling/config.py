@@ -18,6 +18,7 @@ from core.data.sources import PromptSourceKeys
 from core.evaluation import HeldoutEval, check_heldout_source
 from core.models import LoraSettings
 from core.sources import is_toyworld
+from core.tracking import ReportTo
 from reward.gated import RS_RENAMED, RewardModelsSection
 from sft.config import FamilyWeights, TrainingSection
 
@@ -90,7 +91,8 @@ class RSConfig(StrictModel):
 
     eval: HeldoutEval = HeldoutEval()  # the shared before/after evaluation (core.evaluation)
     output_dir: str = "runs/rs"
-    tensorboard: bool = False
+    report_to: ReportTo = ()  # tensorboard, wandb, mlflow besides metrics.jsonl (core.tracking)
+    push_to_hub: str | None = None  # a hub repo id: the fine-tuned model and its card are uploaded when the stage completes
     progress: bool = True
 
     @model_validator(mode="after")

@@ -264,7 +264,7 @@ def run(config: RSConfig, after_shard: Callable[[int], None] | None = None) -> P
             raise ConfigError(f"pool_dirs[{i}] is this run's own folder {pool_dir}; list earlier iterations only")
         pool_samples = Path(pool_dir) / SAMPLES
         inputs[f"pool_{i}"] = str(pool_samples if pool_samples.is_dir() else pool_dir)
-    stage = StageRun(out, STAGE, config, inputs=inputs, tensorboard=config.tensorboard)
+    stage = StageRun(out, STAGE, config, inputs=inputs, report_to=config.report_to, push_to_hub=config.push_to_hub)
     if stage.is_complete():
         if main:
             print(f"[rs] {out} is complete with this config and these inputs; skipping")
@@ -462,7 +462,7 @@ def finetune(config: RSConfig, best_path: Path, sft_dir: Path) -> Path:
         lora=config.lora,
         eval=SFTEval(enabled=False),  # evaluated below, before against after, on the same prompts
         output_dir=str(sft_dir),
-        tensorboard=config.tensorboard,
+        report_to=config.report_to,
         progress=config.progress,
     )
     model = Path(sft_run(sft_config))

@@ -16,6 +16,7 @@ from pydantic import model_validator
 from core.config import StrictModel
 from core.data.sources import PreferenceSourceKeys
 from core.models import LoraSettings
+from core.tracking import ReportTo
 
 Kind = Literal["helpfulness", "safety"]
 Rating = Literal["significantly_better", "better", "slightly_better", "negligibly_better"]
@@ -108,7 +109,8 @@ class RewardConfig(StrictModel):
     # -- bookkeeping -----------------------------------------------------------
     logging_steps: int = 1
     save_steps: int = 200  # checkpoints for resume; removed once the model is saved
-    tensorboard: bool = False
+    report_to: ReportTo = ()  # tensorboard, wandb, mlflow besides metrics.jsonl (core.tracking)
+    push_to_hub: str | None = None  # a hub repo id: OUT/model and its card are uploaded when the stage completes
     eval_batch_size: int = 16
 
     @model_validator(mode="after")

@@ -282,7 +282,8 @@ def run(config: RewardConfig) -> Path:
     # 1. run folder: skip when done and unchanged; only the main process writes.
     stage = StageRun(out, STAGE, config, inputs={"init_model": config.init_model, **{
         f"data_{i}": s.source for i, s in enumerate(config.data) if s.source != "toyworld"}, **{
-        f"eval_data_{i}": s.source for i, s in enumerate(config.eval_data)}}, tensorboard=config.tensorboard)
+        f"eval_data_{i}": s.source for i, s in enumerate(config.eval_data)}},
+        report_to=config.report_to, push_to_hub=config.push_to_hub)
     if stage.is_complete():
         if state.is_main_process:
             print(f"[reward] {out} is complete and up to date; skipping")

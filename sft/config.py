@@ -17,6 +17,7 @@ from core.data.sources import SFTSourceKeys
 from core.evaluation import HeldoutEval, check_heldout_source
 from core.generation import SamplingConfig
 from core.models import LoraSettings
+from core.tracking import ReportTo
 from reward.gated import RewardModelsSection
 
 
@@ -118,7 +119,8 @@ class SFTConfig(StrictModel):
     # Optional: with both RMs the evaluation also reports the gated RM reward and win rate.
     reward_models: RewardModelsSection = RewardModelsSection()
     output_dir: str = "runs/sft"
-    tensorboard: bool = False
+    report_to: ReportTo = ()  # tensorboard, wandb, mlflow besides metrics.jsonl (core.tracking)
+    push_to_hub: str | None = None  # a hub repo id: OUT/model and its card are uploaded when the stage completes
     progress: bool = True  # tqdm bars
 
     @model_validator(mode="after")

@@ -139,7 +139,7 @@ def make_trainer(config: SFTConfig, model, tokenizer, examples: list[dict], metr
         save_strategy="steps",
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
-        report_to="none",  # metrics.jsonl (+ TensorBoard via StageRun) is our one sink
+        report_to="none",  # metrics.jsonl (+ the report_to sinks, via StageRun) is our one sink
         disable_tqdm=not config.progress,
         dataloader_pin_memory=False,
         max_length=t.max_length,
@@ -243,7 +243,7 @@ def run(config: SFTConfig) -> Path:
         check_reward_models(config.reward_models)
     tokenizer = load_tokenizer(config.model.name, config.model.chat_template, config.model.trust_remote_code)
     inputs = stage_inputs(config)
-    stage = StageRun(out, STAGE, config, inputs=inputs, tensorboard=config.tensorboard)
+    stage = StageRun(out, STAGE, config, inputs=inputs, report_to=config.report_to, push_to_hub=config.push_to_hub)
     if stage.is_complete():
         log.info("SFT: %s is complete with the same config and inputs; skipping", out)
         return model_dir
