@@ -34,15 +34,23 @@ def synthesize_main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
 
     def go() -> int:
+        import torch
+        from accelerate import PartialState
+
         from core.config import load_config
+        from core.distributed import check_launch
         from core.io import atomic_write_json
-        from gatt.train import DATA, check_models, load_policy, synthesize_data
+        from gatt.train import DATA, check_models, load_policy, process_device, synthesize_data
 
         config = load_config(GattConfig, args.config, args.overrides)
+        state = PartialState(cpu=not torch.cuda.is_available())  # under a launch: the shards split over its processes
+        check_launch(config.distributed, state.num_processes)
         check_models(config)  # the model and the ranking RMs, one line naming the key
         out = Path(args.out) if args.out else Path(config.output_dir) / DATA
-        model, tokenizer = load_policy(config.model, config)
-        stats = synthesize_data(config, model, tokenizer, out)
+        model, tokenizer = load_policy(config.model, config, process_device(config, state))
+        stats = synthesize_data(config, model, tokenizer, out, state)
+        if not state.is_main_process:
+            return 0
         atomic_write_json(out.with_suffix(".stats.json"), stats)
         print(f"wrote {stats['n_examples']} examples to {out}: {stats['n_kept']} dialogues kept, {stats['n_dropped']} dropped "
               f"(no adhering sample of K={config.synthesis.k}; dropped at turn {stats['dropped_at_turn']}); kept: "

@@ -15,6 +15,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from core.config import StrictModel
+from core.distributed import DistributedMode
 from core.evaluation import HeldoutEval
 from core.generation import SamplingConfig
 from core.models import DType, LoraSettings
@@ -115,6 +116,14 @@ class SynthesisSection(StrictModel):
     # small to follow it even when it is repeated. Repairs are counted per turn, and the
     # stats give adherence with and without them (`synthesis.json`, `repairs`).
     repair: Literal["none", "apply"] = "none"
+    # Dialogues per shard: the unit of work one process takes under a multi-process launch
+    # (shard i goes to process i mod N). Each shard's seed depends on its index only, so
+    # any number of processes synthesises the same data. None: sampling.batch_size // k
+    # (one full batch a turn, and one shard, the whole run, when the dialogues fit in it).
+    shard_size: int | None = Field(default=None, ge=1)
+
+    def dialogues_per_shard(self) -> int:
+        return self.shard_size or max(1, self.sampling.batch_size // self.k)
 
 
 class FinetuneSection(StrictModel):
@@ -229,6 +238,13 @@ class GattConfig(StrictModel):
     finetune: FinetuneSection = FinetuneSection()
     eval: EvalSection = EvalSection()
     seed: int = 0
+    # Under a multi-process launch (`accelerate launch -m gatt`, `torchrun -m gatt`):
+    # `ddp` (default): the dialogues' shards are synthesised across the processes and the
+    # fine-tune is TRL's trainer under accelerate's DDP; `fsdp2`: the same, with the
+    # fine-tune sharded by accelerate's FSDP2 (a GPU launch with an FSDP accelerate config,
+    # e.g. configs/accelerate/fsdp_8gpu.yaml; sampling still holds a whole model per
+    # process); `none`: one process only.
+    distributed: DistributedMode = "ddp"
     report_to: ReportTo = ()  # tensorboard, wandb, mlflow besides metrics.jsonl (core.tracking)
     push_to_hub: str | None = None  # a hub repo id: the fine-tuned model and its card are uploaded when the stage completes
     progress: bool = True

@@ -276,14 +276,28 @@ def evaluate_models(
     as the dialogues); write eval.json, the PNG and one JSONL of dialogues per row.
     `extra` is merged into the report (how dialogues were extended). Returns the report."""
     rows = [Row(label, *spec) for label, spec in models.items()] if isinstance(models, dict) else list(models)
-    out_dir = Path(out_dir)
+    played = play_rows(rows, cases, position, sampling, progress, turns)
+    return write_evaluation(rows, played, cases, position, out_dir, turns, min_reminded_adherence, extra)
+
+
+def play_rows(rows: list[Row], cases: list[EvalCase], position: str, sampling: SamplingConfig, progress: bool = True,
+              turns: list[int] | None = None) -> dict[str, list[dict]]:
+    """{label: the answered dialogues of `run_dialogues`} for each of `rows`. A row's
+    results do not depend on the other rows, so processes may play different rows."""
     n_turns = max(turns) if turns else None
+    return {row.label: run_dialogues(row.model, row.tokenizer, cases, position, sampling, progress,
+                                     every_turn=row.condition == EVERY_TURN, n_turns=n_turns) for row in rows}
+
+
+def write_evaluation(rows: list[Row], played: dict[str, list[dict]], cases: list[EvalCase], position: str,
+                     out_dir: str | os.PathLike, turns: list[int] | None = None, min_reminded_adherence: float = 0.5,
+                     extra: dict | None = None) -> dict:
+    """eval.json, the PNG and one JSONL of dialogues per row from every row's played dialogues."""
+    out_dir = Path(out_dir)
     summaries = {}
     for row in rows:
-        results = run_dialogues(row.model, row.tokenizer, cases, position, sampling, progress,
-                                every_turn=row.condition == EVERY_TURN, n_turns=n_turns)
-        write_jsonl(out_dir / f"eval_dialogues_{row.label}.jsonl", results)
-        summaries[row.label] = summarize(row.name, results, row.condition, turns)
+        write_jsonl(out_dir / f"eval_dialogues_{row.label}.jsonl", played[row.label])
+        summaries[row.label] = summarize(row.name, played[row.label], row.condition, turns)
     report = build_report(summaries, position, cases, turns, min_reminded_adherence)
     report.update(extra or {})
     atomic_write_json(out_dir / EVAL_JSON, report)

@@ -36,6 +36,9 @@ from gatt.dialogues import Dialogue, dialogue_messages, prompt_messages
 from gatt.instructions import Instruction, apply, instruction_text
 
 TURN_SEED_STRIDE = 7919  # a different sampling seed per turn (a prime, so turns never collide)
+# A different seed per shard of dialogues (a larger prime: shard i turn t meets shard j
+# turn u only if 104729 (i - j) = 7919 (u - t) plus a batch index, past turn 13).
+SHARD_SEED_STRIDE = 104729
 
 
 @dataclass
@@ -77,6 +80,12 @@ class SynthesisStats:
     kept_combined: int = 0
     # Template repairs (`repair: apply`) and the adherence of the kept answers with and without them.
     repairs: dict = field(default_factory=dict)
+    # The numerators and denominators behind the shares above ([adhering, checked]; the
+    # kept answers: {"checked", "with_repairs", "without_repairs"}), so that the stats of
+    # shards synthesised apart (by several processes) merge exactly (`merge_stats`).
+    sample_checks_by_turn: dict[int, list[int]] = field(default_factory=dict)
+    sample_checks_by_kind: dict[str, list[int]] = field(default_factory=dict)
+    answer_checks: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -150,6 +159,51 @@ def part_results(instruction: Instruction, response: str) -> list[tuple[str, boo
 
 def turn_sampling(sampling: SamplingConfig, seed: int, turn: int) -> SamplingConfig:
     return sampling.model_copy(update={"seed": seed + sampling.seed + TURN_SEED_STRIDE * turn})
+
+
+def shard_seed(seed: int, index: int) -> int:
+    """The seed of shard `index` of the dialogues: a function of the shard's index only, never
+    of the process that synthesises it, so any number of processes gives the same data
+    (shard 0 keeps `seed`: a run of one shard samples what it did before shards existed)."""
+    return seed + SHARD_SEED_STRIDE * index
+
+
+def shards(n: int, size: int) -> list[slice]:
+    """The dialogues [0, n) cut into consecutive shards of `size` (the last one shorter)."""
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def merge_stats(parts: list[SynthesisStats]) -> SynthesisStats:
+    """The stats of the shards `parts` (in shard order) as one synthesis: counts summed,
+    shares recomputed from the summed numerators and denominators. Pure."""
+    merged = SynthesisStats()
+    for name in ("n_dialogues", "n_kept", "n_dropped", "n_examples", "n_samples", "n_unchecked", "kept_unchecked",
+                 "n_short", "kept_short", "n_combined", "kept_combined"):
+        setattr(merged, name, sum(getattr(part, name) for part in parts))
+    for name in ("dropped_at_turn", "dropped_by_kind", "kept_by_kind", "repaired_by_turn"):
+        total: Counter = Counter()
+        for part in parts:
+            total.update(getattr(part, name))
+        setattr(merged, name, dict(sorted(total.items())))
+    for name in ("sample_checks_by_turn", "sample_checks_by_kind"):
+        total = {}
+        for part in parts:
+            for key, (hits, checked) in getattr(part, name).items():
+                previous = total.get(key, [0, 0])
+                total[key] = [previous[0] + hits, previous[1] + checked]
+        setattr(merged, name, dict(sorted(total.items())))
+    merged.sample_adherence_by_turn = {turn: hits / checked for turn, (hits, checked) in merged.sample_checks_by_turn.items() if checked}
+    merged.sample_adherence_by_kind = {kind: hits / checked for kind, (hits, checked) in merged.sample_checks_by_kind.items() if checked}
+    answers = Counter()
+    for part in parts:
+        answers.update(part.answer_checks)
+    merged.answer_checks = {key: answers[key] for key in ("checked", "with_repairs", "without_repairs")}
+    merged.repairs = repair_summary(
+        any(part.repairs.get("enabled") for part in parts),
+        *(sum(part.repairs.get(key, 0) for part in parts) for key in ("n_answers", "n_dialogues", "kept_without_repairs")),
+        merged.answer_checks,
+    )
+    return merged
 
 
 # ---------------------------------------------------------------- ranking
@@ -231,6 +285,7 @@ def synthesize(
         stats.n_samples += len(flat)
         checked = [a for a in adheres if a is not None]
         if checked:
+            stats.sample_checks_by_turn[turn + 1] = [sum(checked), len(checked)]
             stats.sample_adherence_by_turn[turn + 1] = sum(checked) / len(checked)
         for i, state in enumerate(alive):
             for j in range(k):
@@ -267,28 +322,36 @@ def synthesize(
     stats.dropped_by_kind = dict(sorted(dropped_kind.items()))
     stats.repaired_by_turn = dict(sorted(repaired.items()))
     stats.kept_by_kind = dict(sorted(Counter(s.instruction.kind for s in alive).items()))
+    stats.sample_checks_by_kind = {kind: [kind_hits[kind], kind_total[kind]] for kind in sorted(kind_total)}
     stats.sample_adherence_by_kind = {kind: kind_hits[kind] / kind_total[kind] for kind in sorted(kind_total)}
     stats.n_unchecked = sum(not s.instruction.checked for s in states)
     stats.kept_unchecked = sum(not s.instruction.checked for s in alive)
     stats.n_short, stats.kept_short = sum(s.short for s in states), sum(s.short for s in alive)
     stats.n_combined = sum(bool(s.instruction.parts) for s in states)
     stats.kept_combined = sum(bool(s.instruction.parts) for s in alive)
-    stats.repairs = repair_stats(alive, config.repair == "apply")
+    stats.answer_checks = answer_checks(alive)
+    stats.repairs = repair_summary(config.repair == "apply", sum(s.repaired for s in alive), sum(s.repaired > 0 for s in alive),
+                                   sum(s.repaired == 0 for s in alive), stats.answer_checks)
     return records, stats
 
 
-def repair_stats(kept: list[DialogueState], enabled: bool) -> dict:
-    """Template repairs of the kept dialogues, and their checked answers' adherence with
-    and without them (with: the rewritten answers as they were trained on)."""
+def answer_checks(kept: list[DialogueState]) -> dict[str, int]:
+    """The kept dialogues' checked answers, and how many adhere with the repairs (the
+    rewritten answers as they were trained on) and without them."""
     checked = [s for s in kept if s.instruction.checked]
     answers = [(s, answer) for s in checked for answer in s.answers]
-    with_repairs = sum(s.instruction.check(answer) is True for s, answer in answers)
-    without = sum(s.adhering for s in checked)
+    return {"checked": len(answers), "with_repairs": sum(s.instruction.check(answer) is True for s, answer in answers),
+            "without_repairs": sum(s.adhering for s in checked)}
+
+
+def repair_summary(enabled: bool, n_answers: int, n_dialogues: int, kept_without_repairs: int, checks: dict[str, int]) -> dict:
+    """Template repairs of the kept dialogues, and their checked answers' adherence with and without them."""
+    n = checks["checked"]
     return {
         "enabled": enabled,
-        "n_answers": sum(s.repaired for s in kept),
-        "n_dialogues": sum(s.repaired > 0 for s in kept),
-        "kept_without_repairs": sum(s.repaired == 0 for s in kept),
-        "adherence_with_repairs": with_repairs / len(answers) if answers else None,
-        "adherence_without_repairs": without / len(answers) if answers else None,
+        "n_answers": n_answers,
+        "n_dialogues": n_dialogues,
+        "kept_without_repairs": kept_without_repairs,
+        "adherence_with_repairs": checks["with_repairs"] / n if n else None,
+        "adherence_without_repairs": checks["without_repairs"] / n if n else None,
     }

@@ -14,6 +14,19 @@ Hand-written, because no public framework ships GAtt (Llama 2, section 3.3):
    the instruction once (before and after GAtt) and in every user turn (the ceiling),
    adherence per turn in the paper's Table 30 layout, `eval.json` and `adherence.png`;
 6. manifest: outputs, synthesis counts (dropped dialogues included), the table.
+
+Under a multi-process launch (`accelerate launch -m gatt run ...`, `torchrun -m gatt
+run ...`) the stage has the roles of the other stages: only the main process takes
+the run folder's lock and writes its config, manifest, metrics and data; the others
+wait for it (`wait_for_everyone`) and read. Synthesis splits the dialogues into
+shards whose seeds depend on the shard's index only (`synthesis.shard_size`), process
+p takes shards p, p + N, ...; the results are gathered (`gather_object`) and written
+once, equal to one process's. The fine-tune is the SFT stage under the same launch
+(TRL's trainer: DDP, or accelerate's FSDP2 with `distributed: fsdp2`). The evaluation
+splits by row (model and condition: before, after, reminded): each row plays every
+held-out case in the same batches as one process would, so the table is the same,
+and no process waits idle through the whole evaluation (a barrier held that long can
+time out under NCCL).
 """
 
 from __future__ import annotations
@@ -23,11 +36,12 @@ from pathlib import Path
 
 from core.config import config_to_dict
 from core.device import resolve_device
+from core.distributed import check_launch
 from core.errors import ConfigError, RLHFError
 from core.io import atomic_write_json, write_jsonl
 from core.model_paths import check_config_models
 from core.models import load_causal_lm, load_tokenizer
-from core.run import StageRun
+from core.run import StageRun, read_manifest
 from core.sources import describe_source, is_toyworld, source_name
 from gatt.config import FOLLOW_UPS, GattConfig
 from gatt.dialogues import load_dialogues
@@ -38,10 +52,12 @@ from gatt.evaluate import (
     evaluate_models,
     load_eval_dialogues,
     make_cases,
+    play_rows,
     table_markdown,
+    write_evaluation,
 )
 from gatt.instructions import assign_instructions, select_instructions
-from gatt.synthesize import Ranker, synthesize
+from gatt.synthesize import Ranker, merge_stats, shard_seed, shards, synthesize
 
 log = logging.getLogger("gatt")
 
@@ -97,31 +113,87 @@ def heldout_instructions(config: GattConfig) -> list:
     )
 
 
-def load_policy(name: str, config: GattConfig):
+def load_policy(name: str, config: GattConfig, device: str | None = None):
     tokenizer = load_tokenizer(name, chat_template=config.chat_template)
-    model = load_causal_lm(name, dtype=config.dtype, device=resolve_device(config.device))
+    model = load_causal_lm(name, dtype=config.dtype, device=device or resolve_device(config.device))
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
 
 
-def synthesize_data(config: GattConfig, model, tokenizer, out_path: Path) -> dict:
-    """Steps 2-3: train-split instructions and dialogues -> learn-last SFT rows at `out_path`."""
+def synthesize_data(config: GattConfig, model, tokenizer, out_path: Path, state=None) -> dict:
+    """Steps 2-3: train-split instructions and dialogues -> learn-last SFT rows at `out_path`.
+
+    The dialogues are cut into shards of `synthesis.shard_size`, each synthesised with
+    its own seed (`shard_seed`); under a launch of N processes (`state`, accelerate's
+    PartialState) process p synthesises shards p, p + N, ..., every process gets every
+    shard's rows and stats (`gather_object`), and the main one writes `out_path`. The
+    rows and stats are those of one process. Returns the stats (on every process)."""
     ins = config.instructions
     instructions = train_instructions(config)
     d = config.dialogues
     dialogues, too_short = load_dialogues(d.source, "train", d.n, d.n_turns, d.seed)
     dealt = assign_instructions(instructions, len(dialogues), config.seed)
-    ranker = Ranker(config.synthesis.ranking, config.reward_models, device=resolve_device(config.device))
-    records, stats = synthesize(
-        model, tokenizer, dialogues, dealt, config.synthesis, ranker,
-        seed=config.seed, short_probability=ins.short_probability, progress=config.progress,
-    )
+    rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
+    ranker = Ranker(config.synthesis.ranking, config.reward_models, device=process_device(config, state))
+    parts = []
+    for index, part in enumerate(shards(len(dialogues), config.synthesis.dialogues_per_shard())):
+        if index % world == rank:
+            records, stats = synthesize(
+                model, tokenizer, dialogues[part], dealt[part], config.synthesis, ranker,
+                seed=shard_seed(config.seed, index), short_probability=ins.short_probability, progress=config.progress,
+            )
+            parts.append((index, rank, records, stats))
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        parts = gather_object(parts)
+    parts.sort(key=lambda part: part[0])
+    stats = merge_stats([part[3] for part in parts])
     stats_dict = stats.to_dict() | {"dialogues_too_short": too_short, "n_instructions": len(instructions),
-                                    "unchecked_instructions": sorted(i.id for i in instructions if not i.checked)}
-    write_jsonl(out_path, records)
-    log.info("GAtt synthesis: %s", stats.summary())
+                                    "unchecked_instructions": sorted(i.id for i in instructions if not i.checked),
+                                    "n_shards": len(parts), "shards_by_process": shards_by_process(parts, world)}
+    if rank == 0:
+        write_jsonl(out_path, [record for part in parts for record in part[2]])
+        log.info("GAtt synthesis: %s", stats.summary())
     return stats_dict
+
+
+def shards_by_process(parts: list[tuple], world: int) -> list[list[int]]:
+    """Which shard indices each process synthesised (the manifest shows the split)."""
+    return [[part[0] for part in parts if part[1] == rank] for rank in range(world)]
+
+
+def process_device(config: GattConfig, state=None) -> str:
+    """`config.device`, with each process of a multi-GPU launch on its own GPU."""
+    device = resolve_device(config.device)
+    if state is not None and state.num_processes > 1 and device.startswith("cuda"):
+        device = str(state.device)
+    return device
+
+
+def check_engine(mode: str, num_processes: int, has_gpu: bool, fsdp_launch: bool) -> None:
+    """What `distributed` can mean for GAtt, whose one trained model goes through the SFT
+    stage's TRL trainer: DDP or FSDP2 is accelerate's choice, made by the launch. Refuse
+    the combinations that would not do what the key says (`check_launch` first)."""
+    check_launch(mode, num_processes)
+    if mode == "fsdp2" and not has_gpu:
+        raise ConfigError(
+            "distributed: fsdp2: GAtt's fine-tune is TRL's trainer, sharded by accelerate's FSDP plugin, which does not "
+            "run on CPU (it falls back to one undistributed process per rank); on CPU use distributed: ddp (each process "
+            "holds the whole model), or run on GPUs with an FSDP accelerate config (configs/accelerate/fsdp_8gpu.yaml)"
+        )
+    if mode == "fsdp2" and num_processes > 1 and not fsdp_launch:
+        raise ConfigError(
+            "distributed: fsdp2: the fine-tune is sharded by accelerate's FSDP plugin, but this launch did not enable it; "
+            "launch with an FSDP config (accelerate launch --config_file configs/accelerate/fsdp_8gpu.yaml -m gatt run ...) "
+            "or set distributed: ddp"
+        )
+    if mode == "ddp" and fsdp_launch:
+        raise ConfigError(
+            "distributed: ddp, but this launch enables accelerate's FSDP (the fine-tune would be sharded); "
+            "set distributed: fsdp2, or launch with a DDP config (configs/accelerate/ddp_8gpu.yaml)"
+        )
 
 
 def sft_config(config: GattConfig, data_path: Path, output_dir: Path):
@@ -182,14 +254,29 @@ def eval_cases_and_extension(config: GattConfig) -> tuple[list, int]:
     return eval_cases(config, dialogues), n_extended
 
 
-def run_evaluation(config: GattConfig, after: tuple, before: tuple | None, out: Path, prepared: tuple[list, int] | None = None) -> dict:
-    """Step 5 (and `rlhf gatt eval`): the rows of `condition_rows` on the held-out cases."""
+def run_evaluation(config: GattConfig, after: tuple, before: tuple | None, out: Path, prepared: tuple[list, int] | None = None,
+                   state=None) -> dict | None:
+    """Step 5 (and `rlhf gatt eval`): the rows of `condition_rows` on the held-out cases.
+
+    Under a launch of N processes (`state`), process p plays rows p, p + N, ... (each row
+    whole, in the batches one process would use), the played rows are gathered, and the
+    main process writes the report and returns it (the others return None)."""
     e = config.eval
     cases, n_extended = prepared if prepared is not None else eval_cases_and_extension(config)
-    return evaluate_models(
-        condition_rows(after, before, e.reminded), cases, config.eval_position, e.sampling, out,
-        progress=config.progress, turns=e.turns, min_reminded_adherence=e.min_reminded_adherence, extra=eval_extra(config, n_extended),
-    )
+    rows = condition_rows(after, before, e.reminded)
+    rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
+    if world == 1:
+        return evaluate_models(
+            rows, cases, config.eval_position, e.sampling, out,
+            progress=config.progress, turns=e.turns, min_reminded_adherence=e.min_reminded_adherence, extra=eval_extra(config, n_extended),
+        )
+    from accelerate.utils import gather_object
+
+    mine = [row for index, row in enumerate(rows) if index % world == rank]
+    played = dict(gather_object(list(play_rows(mine, cases, config.eval_position, e.sampling, config.progress, e.turns).items())))
+    if rank != 0:
+        return None
+    return write_evaluation(rows, played, cases, config.eval_position, out, e.turns, e.min_reminded_adherence, eval_extra(config, n_extended))
 
 
 def uses_reward_models(config: GattConfig) -> bool:
@@ -230,9 +317,19 @@ def check_inputs(config: GattConfig) -> None:
 
 # ---------------------------------------------------------------- the stage
 def run(config: GattConfig) -> Path:
-    """Run the GAtt stage; returns the fine-tuned model folder (`OUT/sft/model`)."""
+    """Run the GAtt stage; returns the fine-tuned model folder (`OUT/sft/model`).
+    Every process of a launch calls it (the roles are in the module docstring)."""
+    import torch
+    from accelerate import PartialState
+
     from sft.train import run as sft_run
 
+    # A PartialState, not an Accelerator: the fine-tune's TRL trainer makes the Accelerator,
+    # and one made here first would fix its mixed precision (bf16 training) to "no".
+    # cpu=True without a GPU: a CPU launch joins the gloo group.
+    state = PartialState(cpu=not torch.cuda.is_available())
+    main = state.is_main_process
+    check_engine(config.distributed, state.num_processes, torch.cuda.is_available(), fsdp_launch())
     out = Path(config.output_dir)
     model_dir = out / "sft" / "model"
 
@@ -243,36 +340,53 @@ def run(config: GattConfig) -> Path:
         log.info("GAtt: %s is complete with the same config and inputs; skipping", out)
         return model_dir
     check_inputs(config)
-    with stage as run_:
-        run_.metrics.truncate_after(-1)  # every row is logged again below (a killed run's rows would repeat)
-        model, tokenizer = load_policy(config.model, config)
+    state.wait_for_everyone()  # every process has read the old manifest before the main one rewrites it
+    # Only the main process takes the lock and writes the run folder; the others follow.
+    with stage if main else _Follower() as run_:
+        if main:
+            run_.metrics.truncate_after(-1)  # every row is logged again below (a killed run's rows would repeat)
+            run_.extra["processes"] = {"num_processes": state.num_processes, "distributed": config.distributed}
+        state.wait_for_everyone()  # the main process has hashed the inputs into the manifest
+        input_hashes = run_.input_hashes if main else read_manifest(out)["inputs"]
+        device = process_device(config, state)
+        model, tokenizer = load_policy(config.model, config, device)
 
         # 2-3. Instructions, dialogues and synthesis (reused if a stopped run already made them).
         data_path, synthesis_path = out / DATA, out / SYNTHESIS
         previous = read_json(synthesis_path)
-        key = synthesis_key(config, run_.input_hashes)
+        key = synthesis_key(config, input_hashes)
         if previous and previous.get("key") == key and data_path.is_file():
             stats = previous["stats"]
             log.info("GAtt: reusing the synthesised data in %s", data_path)
         else:
-            stats = synthesize_data(config, model, tokenizer, data_path)
-            atomic_write_json(synthesis_path, {"key": key, "stats": stats})
-        run_.add_output("data", data_path)
-        run_.extra["synthesis"] = stats
-        run_.metrics.log(0, **{f"synthesis/{k}": v for k, v in stats.items() if isinstance(v, (int, float))})
-        if stats["n_examples"] == 0:
+            stats = synthesize_data(config, model, tokenizer, data_path, state)  # every process its shards; main writes
+            if main:
+                atomic_write_json(synthesis_path, {"key": key, "stats": stats})
+        state.wait_for_everyone()  # the data is on disk
+        if main:
+            run_.add_output("data", data_path)
+            run_.extra["synthesis"] = stats
+            run_.metrics.log(0, **{f"synthesis/{k}": v for k, v in stats.items() if isinstance(v, (int, float))})
+        if stats["n_examples"] == 0:  # the same stats on every process: all of them stop here
             raise RLHFError(f"GAtt synthesis kept no dialogue ({stats['n_dropped']} dropped): raise synthesis.k or use a model that follows the instructions when they are repeated")
 
-        # 4. Fine-tune with the SFT stage's code, learning the last assistant turn only.
-        train_path, n_replay = training_data(config, data_path, out / TRAIN_DATA)
-        run_.extra["replayed_demonstrations"] = n_replay
+        # 4. Fine-tune with the SFT stage's code, learning the last assistant turn only
+        #    (every process takes part: the SFT stage has the same roles).
+        if main:
+            train_path, n_replay = training_data(config, data_path, out / TRAIN_DATA)
+            run_.extra["replayed_demonstrations"] = n_replay
+        state.wait_for_everyone()  # the training file is on disk
+        if not main:
+            train_path = out / TRAIN_DATA if config.finetune.replay_toyworld else data_path
         trained_dir = sft_run(sft_config(config, train_path, out / "sft"))
         run_.add_output("model", trained_dir)
 
-        # 5. Adherence per turn, before and after, on held-out instructions and dialogues.
+        # 5. Adherence per turn, before and after, on held-out instructions and dialogues
+        #    (split by row over the processes; the main one writes the report).
         if config.eval.enabled:
-            trained, trained_tokenizer = load_policy(str(trained_dir), config)
-            report = run_evaluation(config, (str(trained_dir), trained, trained_tokenizer), (config.model, model, tokenizer), out)
+            trained, trained_tokenizer = load_policy(str(trained_dir), config, device)
+            report = run_evaluation(config, (str(trained_dir), trained, trained_tokenizer), (config.model, model, tokenizer), out, state=state)
+        if config.eval.enabled and main:
             run_.add_output("eval", out / EVAL_JSON)
             run_.add_output("plot", out / PLOT)
             run_.extra["eval"] = {key: report.get(key) for key in ("table", "gain", "ratio_to_ceiling", "not_followed_when_reminded", "unchecked")}
@@ -280,21 +394,50 @@ def run(config: GattConfig) -> Path:
                 rows = {f"eval/{label}": report["table"][label][turn] for label in report["table"] if report["table"][label][turn] is not None}
                 run_.metrics.log(turn, **rows, **{"eval/gain": gain})
             log.info("GAtt adherence per turn (held-out instructions; once in turn 1, or in every turn):\n%s", table_markdown(report))
-        # 6. The shared before/after evaluation on held-out prompts (core.evaluation).
-        if config.eval.policy.enabled:
+        # 6. The shared before/after evaluation on held-out prompts (core.evaluation), on
+        #    the main process (as in the SFT and RS stages).
+        model = tokenizer = trained = None  # free the samplers
+        if config.eval.policy.enabled and main:
             from core.evaluation import evaluate_models as evaluate_policies
             from core.evaluation import format_table, save_evaluation
 
-            model = tokenizer = None  # free the sampler; the service loads each model itself
             result = evaluate_policies({"before": config.model, "after": str(trained_dir)}, config.eval.policy, config.reward_models,
                                        dtype=config.dtype, device=config.device, progress=config.progress)
             save_evaluation(result, out, name="policy_eval")
             run_.add_output("policy_eval", out / "policy_eval.json")
             run_.extra["policy_eval"] = {"models": result["models"], "paired": result["paired"]}
             log.info("GAtt: held-out evaluation of the policy:\n%s", format_table(result))
-        # 7. Manifest: written by StageRun on leaving this block.
-    print(f"gatt: model: {trained_dir}")
+        state.wait_for_everyone()  # no process leaves before the main one has evaluated
+        # 7. Manifest: written by StageRun on leaving this block (main process).
+    if main:
+        print(f"gatt: model: {trained_dir}")
     return trained_dir
+
+
+class _Follower:
+    """What the other processes of a launch get instead of the StageRun: only the main
+    process writes the run folder's config, manifest and metrics."""
+
+    metrics = None
+
+    def __init__(self):
+        self.extra: dict = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def add_output(self, name, path):
+        pass
+
+
+def fsdp_launch() -> bool:
+    """Whether the launch enabled accelerate's FSDP (`accelerate launch` with an FSDP config)."""
+    import os
+
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true", "yes")
 
 
 def read_json(path: Path) -> dict | None:
