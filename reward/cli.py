@@ -20,10 +20,11 @@ from reward.combine import LLAMA2_SAFETY_THRESHOLD
 
 def evaluate_command(args: argparse.Namespace) -> int:
     from core.io import atomic_write_json
-    from reward.evaluate import evaluate_pairs, format_table
+    from reward.evaluate import evaluate_pairs, format_table, safety_line
     from reward.scorer import RewardScorer
 
-    scorer = RewardScorer(args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
+    scorer = RewardScorer(args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+                          calibrated=not args.uncalibrated)
     load_report, agreement = None, None
     if args.data == "toyworld":
         from core.sources import toyworld_gold_agreement, toyworld_preference_pairs
@@ -48,8 +49,10 @@ def evaluate_command(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.model).parent / "eval"
     result = evaluate_pairs(scorer, pairs, out, name=name, threshold=args.threshold, max_length=args.max_length,
                             judge_agreement=agreement)
+    calibration = None if scorer.calibration is None else str(Path(args.model) / "calibration.json")
     payload = {"model": str(args.model), "data": args.data, "adapter": args.adapter, "category": args.category,
-               "split": args.split, "data_dir": args.data_dir, "subset": args.subset, "limit": args.limit, name: result}
+               "split": args.split, "data_dir": args.data_dir, "subset": args.subset, "limit": args.limit,
+               "calibration": calibration, name: result}
     if load_report is not None:
         payload["load_report"] = asdict(load_report)  # what was read, and every bad record left out
     atomic_write_json(out / "eval.json", payload)
@@ -57,9 +60,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if "judge_ceiling" in result:
         rows["noise-free judge (ceiling)"] = result["judge_ceiling"]
     print(format_table(rows))
-    if result.get("safety"):
-        s = result["safety"]
-        print(f"safety @ {s['threshold']}: precision {s['precision']}, recall {s['recall']} (n={s['n']}, unsafe={s['n_unsafe']})")
+    line = safety_line(result)
+    if line:
+        print(line)
     if load_report is not None and load_report.n_skipped:
         print(f"left out {load_report.n_skipped} bad records (--on-bad skip), first: {load_report.first_skipped}")
     print(f"pairs: {result['n_pairs']} ({result['n_overlong']} overlong left out); wrote {out / 'eval.json'}")
@@ -94,7 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="a malformed record in --data: stop with an error naming its line (default), or "
                          "leave it out and list it in eval.json's load_report")
     ev.add_argument("--max-length", type=int, default=1024, help="pairs longer than this (tokens) are counted and left out")
-    ev.add_argument("--threshold", type=float, default=LLAMA2_SAFETY_THRESHOLD, help="safety threshold on sigma(score)")
+    ev.add_argument("--threshold", type=float, default=LLAMA2_SAFETY_THRESHOLD,
+                    help="safety threshold on the RM's probability: sigma(a*score + b) with the folder's calibration.json, "
+                         "else sigma(score)")
+    ev.add_argument("--uncalibrated", action="store_true", help="ignore the folder's calibration.json (probabilities sigma(score))")
     ev.add_argument("--batch-size", type=int, default=16)
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--dtype", default="float32")

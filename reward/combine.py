@@ -18,6 +18,12 @@ from __future__ import annotations
 import torch
 
 LLAMA2_SAFETY_THRESHOLD = 0.15
+# What that threshold gives on Meta's safety test set, "unsafe" the positive class
+# (arXiv 2307.09288, section 3.2.3, next to the R_c equation). Reported beside this
+# project's safety RM (`reward.evaluate`); comparable only with calibrated probabilities.
+LLAMA2_SAFETY_PRECISION = 0.89
+LLAMA2_SAFETY_RECALL = 0.55
+LLAMA2_SAFETY_SOURCE = "Llama 2 (arXiv 2307.09288), section 3.2.3: threshold 0.15 gives precision 0.89, recall 0.55"
 
 
 def _check_prob(name: str, x: torch.Tensor) -> None:

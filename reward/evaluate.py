@@ -4,10 +4,14 @@
   higher than the rejected one, overall, per rating level, per category and per
   (category, rating). Ties count as wrong.
 - `safety_precision_recall`: Llama 2's safety gate as a classifier, "unsafe" the
-  positive class: a response is predicted unsafe when sigma(score) < threshold
-  (0.15 in the paper, which reports precision 0.89 and recall 0.55).
-- `evaluate_pairs`: scores pairs with a `RewardScorer`, computes both, draws the
-  reward histograms and returns the dict that goes into `eval.json`. Given each
+  positive class: a response is predicted unsafe when its probability < threshold
+  (0.15 in the paper, which reports precision 0.89 and recall 0.55). The probability
+  is the one the gate uses: σ(a·r + b) with the RM's calibration
+  (`reward.calibration`), σ(r) without; with a calibration, σ(r)'s figures are kept
+  beside it (`safety_uncalibrated`), and the paper's under `safety_paper`.
+- `evaluate_pairs`: scores pairs with a `RewardScorer` (`score_pairs`), computes both
+  (`evaluate_scored`), draws the reward histograms and returns the dict that goes
+  into `eval.json`. Given each
   pair's agreement with a noise-free judge (toyworld has one:
   `toyworld.annotators.gold_agreement`), it also reports that judge's accuracy in
   the same breakdown: the ceiling for any reward model on those pairs, since the
@@ -18,14 +22,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from reward.combine import LLAMA2_SAFETY_THRESHOLD
+from reward.combine import LLAMA2_SAFETY_PRECISION, LLAMA2_SAFETY_RECALL, LLAMA2_SAFETY_SOURCE, LLAMA2_SAFETY_THRESHOLD
 from reward.margins import RATINGS
 
 SAFETY_THRESHOLD = LLAMA2_SAFETY_THRESHOLD
+PAPER_SAFETY = {"threshold": LLAMA2_SAFETY_THRESHOLD, "precision": LLAMA2_SAFETY_PRECISION,
+                "recall": LLAMA2_SAFETY_RECALL, "source": LLAMA2_SAFETY_SOURCE}
 
 
 def _mean(values: list[float]) -> dict:
@@ -145,6 +152,118 @@ def plot_histograms(chosen: Sequence[float], rejected: Sequence[float], categori
     return path
 
 
+@dataclass(frozen=True)
+class ScoredPairs:
+    """Held-out pairs and their raw scores: `pairs` the kept ones (not overlong), at
+    positions `keep` of the pairs given; `chosen`/`rejected` their raw scores; `n_pairs`
+    before leaving out `n_overlong`."""
+
+    pairs: list[dict]
+    keep: list[int]
+    chosen: list[float]
+    rejected: list[float]
+    n_pairs: int
+    n_overlong: int
+
+    def pick(self, values: Sequence) -> list:
+        """The kept pairs' entries of one value per pair given."""
+        return [values[i] for i in self.keep]
+
+
+def score_pairs(scorer, pairs: list[dict], max_length: int | None = None) -> ScoredPairs:
+    """Raw scores of every pair's two responses; pairs longer than `max_length` tokens
+    (either side) are counted and left out."""
+    from core.errors import DataError
+
+    if not pairs:
+        raise DataError("no preference pairs to evaluate")
+    chosen_ids = scorer.encode([p["prompt"] for p in pairs], [p["chosen"] for p in pairs])
+    rejected_ids = scorer.encode([p["prompt"] for p in pairs], [p["rejected"] for p in pairs])
+    keep = [
+        i for i in range(len(pairs))
+        if max_length is None or (len(chosen_ids[i]) <= max_length and len(rejected_ids[i]) <= max_length)
+    ]
+    if not keep:
+        raise DataError(f"all {len(pairs)} pairs are longer than max_length={max_length} tokens")
+    raw = scorer.score_ids([chosen_ids[i] for i in keep] + [rejected_ids[i] for i in keep])
+    if not torch.isfinite(raw).all():
+        from core.errors import NumericError
+
+        raise NumericError("the reward model produced a NaN or inf score during evaluation")
+    return ScoredPairs(pairs=[pairs[i] for i in keep], keep=keep, chosen=raw[: len(keep)].tolist(), rejected=raw[len(keep):].tolist(),
+                       n_pairs=len(pairs), n_overlong=len(pairs) - len(keep))
+
+
+def safety_tables(scored: ScoredPairs, threshold: float, calibration=None) -> dict:
+    """eval.json's safety keys: `safety` with the gate's probabilities (calibrated when
+    `calibration` is given), `safety_uncalibrated` with σ(r) beside a calibrated one, and
+    `safety_paper`, the paper's figures. `safety` is None without safety labels."""
+    def labelled(cal) -> tuple[list[float], list[bool]]:
+        def prob(values: list[float]) -> list[float]:
+            raw = torch.tensor(values, dtype=torch.float64)
+            return (torch.sigmoid(raw) if cal is None else cal.prob(raw)).tolist()
+
+        return safety_labels(scored.pairs, prob(scored.chosen), prob(scored.rejected))
+
+    probs, unsafe = labelled(calibration)
+    if not probs:
+        return {"safety": None}
+    table = {"safety": {**safety_precision_recall(probs, unsafe, threshold), "calibrated": calibration is not None},
+             "safety_paper": PAPER_SAFETY}
+    if calibration is not None:
+        table["safety_uncalibrated"] = safety_precision_recall(labelled(None)[0], unsafe, threshold)
+    return table
+
+
+def _figure(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def safety_line(result: dict) -> str | None:
+    """One line of a table's safety figures beside the paper's, or None without labels."""
+    safety = result.get("safety")
+    if not safety:
+        return None
+    which = "calibrated" if safety.get("calibrated") else "σ(r), uncalibrated"
+    line = (f"safety RM @ {safety['threshold']} ({which}): precision {_figure(safety['precision'])}, recall "
+            f"{_figure(safety['recall'])} (n={safety['n']}, unsafe={safety['n_unsafe']}); "
+            f"paper: {LLAMA2_SAFETY_PRECISION}, {LLAMA2_SAFETY_RECALL}")
+    raw = result.get("safety_uncalibrated")
+    if raw:
+        line += f"; σ(r): {_figure(raw['precision'])}, {_figure(raw['recall'])}"
+    return line
+
+
+def evaluate_scored(
+    scored: ScoredPairs,
+    out_dir: str | os.PathLike | None = None,
+    name: str = "eval",
+    threshold: float = SAFETY_THRESHOLD,
+    judge_agreement: Sequence[float] | None = None,
+    calibration=None,
+) -> dict:
+    """Accuracy tables, safety precision/recall (`safety_tables`), reward stats of scored
+    pairs. `judge_agreement`: one value per kept pair (`scored.pick`)."""
+    kept, chosen, rejected = scored.pairs, scored.chosen, scored.rejected
+    result = preference_accuracy(chosen, rejected, [p.get("rating") for p in kept], [p.get("category") for p in kept])
+    if judge_agreement is not None:
+        result["judge_ceiling"] = accuracy_table(judge_agreement, [p.get("rating") for p in kept], [p.get("category") for p in kept])
+    result["n_pairs"] = scored.n_pairs
+    result["n_overlong"] = scored.n_overlong
+    result.update(safety_tables(scored, threshold, calibration))
+    result["rewards"] = {
+        "chosen_mean": sum(chosen) / len(chosen),
+        "rejected_mean": sum(rejected) / len(rejected),
+        "mean": (sum(chosen) + sum(rejected)) / (2 * len(chosen)),
+        "min": min(chosen + rejected),
+        "max": max(chosen + rejected),
+    }
+    if out_dir is not None:
+        png = plot_histograms(chosen, rejected, [p.get("category") for p in kept], Path(out_dir) / f"{name}_rewards.png", name)
+        result["histogram"] = str(png)
+    return result
+
+
 def evaluate_pairs(
     scorer,
     pairs: list[dict],
@@ -160,49 +279,14 @@ def evaluate_pairs(
     With `out_dir`, the histogram is written to `<out_dir>/<name>_rewards.png`.
     `judge_agreement` (one value in [0, 1] per pair: 1 where a noise-free judge
     prefers the chosen response, 0.5 for a tie, 0 otherwise) adds the judge's own
-    accuracy on the same pairs as `judge_ceiling`.
+    accuracy on the same pairs as `judge_ceiling`. The safety figures use the
+    scorer's calibration when it has one (`RewardScorer(..., calibrated=True)`).
     """
-    from core.errors import DataError
-
-    if not pairs:
-        raise DataError("no preference pairs to evaluate")
     if judge_agreement is not None and len(judge_agreement) != len(pairs):
         raise ValueError(f"judge_agreement has {len(judge_agreement)} values for {len(pairs)} pairs")
-    chosen_ids = scorer.encode([p["prompt"] for p in pairs], [p["chosen"] for p in pairs])
-    rejected_ids = scorer.encode([p["prompt"] for p in pairs], [p["rejected"] for p in pairs])
-    keep = [
-        i for i in range(len(pairs))
-        if max_length is None or (len(chosen_ids[i]) <= max_length and len(rejected_ids[i]) <= max_length)
-    ]
-    if not keep:
-        raise DataError(f"all {len(pairs)} pairs are longer than max_length={max_length} tokens")
-    kept = [pairs[i] for i in keep]
-    raw = scorer.score_ids([chosen_ids[i] for i in keep] + [rejected_ids[i] for i in keep])
-    if not torch.isfinite(raw).all():
-        from core.errors import NumericError
-
-        raise NumericError("the reward model produced a NaN or inf score during evaluation")
-    chosen, rejected = raw[: len(keep)].tolist(), raw[len(keep):].tolist()
-    prob_c, prob_r = torch.sigmoid(raw[: len(keep)]).tolist(), torch.sigmoid(raw[len(keep):]).tolist()
-    result = preference_accuracy(chosen, rejected, [p.get("rating") for p in kept], [p.get("category") for p in kept])
-    if judge_agreement is not None:
-        kept_agreement = [judge_agreement[i] for i in keep]
-        result["judge_ceiling"] = accuracy_table(kept_agreement, [p.get("rating") for p in kept], [p.get("category") for p in kept])
-    result["n_pairs"] = len(pairs)
-    result["n_overlong"] = len(pairs) - len(keep)
-    probs, unsafe = safety_labels(kept, prob_c, prob_r)
-    result["safety"] = safety_precision_recall(probs, unsafe, threshold) if probs else None
-    result["rewards"] = {
-        "chosen_mean": sum(chosen) / len(chosen),
-        "rejected_mean": sum(rejected) / len(rejected),
-        "mean": (sum(chosen) + sum(rejected)) / (2 * len(chosen)),
-        "min": min(chosen + rejected),
-        "max": max(chosen + rejected),
-    }
-    if out_dir is not None:
-        png = plot_histograms(chosen, rejected, [p.get("category") for p in kept], Path(out_dir) / f"{name}_rewards.png", name)
-        result["histogram"] = str(png)
-    return result
+    scored = score_pairs(scorer, pairs, max_length)
+    agreement = None if judge_agreement is None else scored.pick(judge_agreement)
+    return evaluate_scored(scored, out_dir, name, threshold, agreement, getattr(scorer, "calibration", None))
 
 
 def format_table(results: dict[str, dict]) -> str:

@@ -7,6 +7,7 @@ GAtt synthesis, the shared evaluation) declares the same section,
       helpfulness: runs/x/rm_helpfulness/model
       safety: runs/x/rm_safety/model
       safety_threshold: 0.15      # Llama 2's gate
+      calibrated: true            # probabilities from each RM folder's calibration.json
       batch_size: 16              # responses per RM forward pass
       dtype: float32              # RM weights
       device: auto                # cuda when there is a GPU, else cpu
@@ -14,6 +15,13 @@ GAtt synthesis, the shared evaluation) declares the same section,
 and scores through one `GatedScorer`: each RM renders the conversation with its own
 tokenizer and chat template (`reward.scorer`), the gate is `reward.combine.llama2_reward`.
 Written here because no library ships Llama 2's two-RM gate.
+
+The probabilities the gate compares with the threshold are calibrated: each RM folder
+written by `rlhf reward train` holds `calibration.json`, p = σ(a·r + b) fitted on
+held-out data (`reward.calibration`; for the safety RM p = P(safe | r) where the data
+has safety labels), because σ(r) itself has an arbitrary level. A folder without one
+(older runs, your own RMs) is scored with σ(r), as before, and the scorer says so once;
+`calibrated: false` ignores every calibration.json.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ class RewardModelsSection(StrictModel):
     helpfulness: str | None = None  # a reward-model folder (`rlhf reward train ... kind=helpfulness`)
     safety: str | None = None
     safety_threshold: float = Field(default=LLAMA2_SAFETY_THRESHOLD, ge=0.0, le=1.0)
+    calibrated: bool = True  # σ(a·r + b) from each folder's calibration.json where it has one; false: σ(r)
     batch_size: int = Field(default=16, ge=1)
     dtype: RewardModelDType = "float32"
     device: str = "auto"
@@ -69,7 +78,7 @@ class GatedScores:
     """Scores of B answers.
 
     helpfulness_raw, safety_raw:   (B,) raw RM outputs
-    helpfulness_prob, safety_prob: (B,) σ(raw)
+    helpfulness_prob, safety_prob: (B,) σ(a·raw + b) with the RM's calibration, σ(raw) without
     reward:                        (B,) Llama 2's R_c
     from_safety:                   (B,) bool, True where R_c took the safety score
     """
@@ -103,12 +112,16 @@ def check_reward_models(section: RewardModelsSection, key: str = "reward_models"
     check_config_models([(f"{key}.{name}", getattr(section, name), "reward_model") for name in ("helpfulness", "safety")])
 
 
+_TOLD_UNCALIBRATED: set[str] = set()  # RM folders already reported uncalibrated in this process
+
+
 class GatedScorer:
     """Scores (prompt record, answer) pairs with both RMs and the gate.
 
     `prompts` are prompt records `{"messages": [...], "category": ...}`; each RM
     renders them with its own chat template. `device` overrides the section's (a
-    process of a multi-process launch passes its own).
+    process of a multi-process launch passes its own). With `calibrated` (the
+    default) each RM's probabilities come from its folder's calibration.json.
     """
 
     def __init__(self, section: RewardModelsSection, device: str | None = None):
@@ -117,10 +130,23 @@ class GatedScorer:
 
         section.require("scoring with the reward models")
         check_reward_models(section)
-        kwargs = {"device": resolve_device(device or section.device), "dtype": section.dtype, "batch_size": section.batch_size}
+        kwargs = {"device": resolve_device(device or section.device), "dtype": section.dtype, "batch_size": section.batch_size,
+                  "calibrated": section.calibrated}
         self.section = section
         self.helpfulness = RewardScorer(section.helpfulness, **kwargs)
         self.safety = RewardScorer(section.safety, **kwargs)
+        if section.calibrated:
+            missing = {name: getattr(section, name) for name in ("helpfulness", "safety")
+                       if getattr(self, name).calibration is None and getattr(section, name) not in _TOLD_UNCALIBRATED}
+            if missing:
+                _TOLD_UNCALIBRATED.update(missing.values())
+                print("[reward_models] uncalibrated, scored with σ(raw) (no calibration.json): "
+                      + ", ".join(f"{name} RM {path}" for name, path in missing.items()))
+
+    @property
+    def calibrated(self) -> dict[str, bool]:
+        """Whether each RM's probabilities come from a calibration."""
+        return {"helpfulness": self.helpfulness.calibration is not None, "safety": self.safety.calibration is not None}
 
     @property
     def threshold(self) -> float:

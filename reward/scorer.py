@@ -11,6 +11,9 @@ token ids.
     >>> batch = scorer.score([[{"role": "user", "content": "Hi"}]], ["Hello!"])
     >>> batch.raw, batch.prob        # (B,) raw RM outputs and sigma(raw)
 
+With `calibrated=True` the folder's `calibration.json` (`reward.calibration`), when it
+has one, turns raw scores into probabilities instead: prob = sigma(a * raw + b).
+
 Padding: sequences are right-padded with the model's `pad_token_id`, and the
 classification head reads the last token that is not the pad token (transformers'
 rule). Chat templates end a turn with the end-of-turn token followed by a newline
@@ -32,7 +35,8 @@ from core.errors import ModelLoadError
 
 @dataclass(frozen=True)
 class ScoreBatch:
-    """Scores of B responses: `raw` (B,) RM outputs, `prob` (B,) = sigma(raw)."""
+    """Scores of B responses: `raw` (B,) RM outputs, `prob` (B,) = sigma(raw), or
+    sigma(a * raw + b) from a scorer's calibration."""
 
     raw: torch.Tensor
     prob: torch.Tensor
@@ -80,14 +84,20 @@ class RewardScorer:
         device: "cpu", "cuda", "cuda:1", ...
         dtype: "float32", "bfloat16" or "float16" for the weights.
         batch_size: responses per forward pass.
+        calibrated: read the folder's calibration.json (None when it has none) and
+            score probabilities with it; a malformed file is a ModelLoadError naming it.
     """
 
-    def __init__(self, path: str | os.PathLike, device: str = "cpu", dtype: str = "float32", batch_size: int = 16):
+    def __init__(self, path: str | os.PathLike, device: str = "cpu", dtype: str = "float32", batch_size: int = 16,
+                 calibrated: bool = False):
         from transformers import AutoModelForSequenceClassification
 
         from core.models import load_tokenizer, torch_dtype
 
         folder = check_reward_model_folder(path)
+        from reward.calibration import read_calibration
+
+        calibration = read_calibration(folder) if calibrated else None  # a bad file stops before the weights load
         try:
             model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch_dtype(dtype), use_safetensors=True)
         except (OSError, ValueError) as exc:
@@ -95,13 +105,15 @@ class RewardScorer:
         tokenizer = load_tokenizer(str(folder))
         self._init(model.to(device), tokenizer, batch_size)
         self.path = folder
+        self.calibration = calibration
 
     @classmethod
-    def from_model(cls, model, tokenizer, batch_size: int = 16) -> RewardScorer:
+    def from_model(cls, model, tokenizer, batch_size: int = 16, calibration=None) -> RewardScorer:
         """A scorer around an in-memory model (used right after training)."""
         scorer = cls.__new__(cls)
         scorer._init(model, tokenizer, batch_size)
         scorer.path = None
+        scorer.calibration = calibration
         return scorer
 
     def _init(self, model, tokenizer, batch_size: int) -> None:
@@ -142,7 +154,7 @@ class RewardScorer:
         return out
 
     def score(self, prompts: list[list[dict]], responses: list[str]) -> ScoreBatch:
-        """Raw scores and probabilities (sigma of the raw score) of each response."""
+        """Raw scores and probabilities (sigma of the raw score, or of the calibrated one) of each response."""
         if not responses:
             empty = torch.empty(0)
             return ScoreBatch(raw=empty, prob=empty)
@@ -151,4 +163,5 @@ class RewardScorer:
             from core.errors import NumericError
 
             raise NumericError(f"reward model {self.path or '(in memory)'} produced a NaN or inf score")
-        return ScoreBatch(raw=raw, prob=torch.sigmoid(raw))
+        prob = torch.sigmoid(raw) if self.calibration is None else self.calibration.prob(raw)
+        return ScoreBatch(raw=raw, prob=prob)

@@ -12,9 +12,12 @@ Flat recipe, numbered steps:
    the `margin` column (loss `-log sigma(r_c - r_r - m)`, `reward.losses.ranking_loss`),
    resuming from the last checkpoint of an interrupted run;
 5. save the RM folder `OUT/model` (tokenizer and chat template alongside);
-6. evaluate on held-out pairs -> `OUT/eval.json`: the user's (`eval_data`, key
-   "heldout") and toyworld's when it trains on toyworld (key "toyworld"): accuracy per
-   rating and category (Table 8), safety precision/recall at the gate threshold;
+6. held-out pairs, never the training ones: the user's (`eval_data`) and toyworld's
+   when it trains on toyworld. (a) calibration: p = σ(a·r + b) fitted on them
+   (`reward.calibration`) -> `OUT/model/calibration.json`, which the gate reads;
+   (b) `OUT/eval.json` (keys "heldout", "toyworld"): accuracy per rating and category
+   (Table 8), safety precision/recall at the gate threshold with the calibrated
+   probabilities, beside σ(r)'s and the paper's 0.89 / 0.55;
 7. manifest: status, data counts, outputs.
 
 Under `accelerate launch` every process trains; only the main process writes.
@@ -216,52 +219,114 @@ def own_accuracy(table: dict, kind: str, key: str = "accuracy") -> float | None:
     return table["per_category"].get(kind, table["overall"])[key]
 
 
-def evaluate_heldout(config: RewardConfig, model, tokenizer, model_dir: Path, eval_data: list[dict], eval_reports: list,
-                     active) -> dict | None:
-    """Step 6: `eval.json` with the user's held-out pairs (`eval_data`) under "heldout" and,
-    when the RM trains on toyworld, `eval_pairs` of toyworld's held-out pairs under
-    "toyworld" (with its noise-free judge's ceiling); each holds accuracy overall, per
-    rating, per category and per category x rating, and the safety precision/recall at
-    the Llama 2 gate threshold (pairs with `chosen_safe`/`rejected_safe` labels).
-    Returns what was written (None: nothing to evaluate on)."""
-    from core.data import data_report
-    from core.io import atomic_write_json
-    from reward.evaluate import SAFETY_THRESHOLD, evaluate_pairs
-    from reward.scorer import RewardScorer
-
-    out = Path(config.output_dir)
-    result: dict = {"model": str(model_dir), "kind": config.kind}
-    if not eval_data and not (config.trains_on_toyworld and config.eval_pairs > 0):
-        print("[reward] no held-out evaluation: set eval_data to held-out pairs for eval.json")
-        return None
-    scorer = RewardScorer.from_model(model.eval(), tokenizer, batch_size=config.eval_batch_size)
+def heldout_sets(config: RewardConfig, eval_data: list[dict]) -> list[tuple[str, str, list[dict], list | None]]:
+    """(eval.json key, file-name stem, pairs, noise-free judge agreement or None) of each
+    held-out set: the user's `eval_data` and, when the RM trains on toyworld,
+    `eval_pairs` of toyworld's held-out pairs."""
+    sets = []
     if eval_data:
-        table = evaluate_pairs(scorer, eval_data, out, name=f"{config.kind}_eval_data", threshold=SAFETY_THRESHOLD,
-                               max_length=config.max_length)
-        result["heldout"] = {**table, "sources": [source.source for source in config.eval_data],
-                             "load_report": data_report(eval_reports)}
-        own, every = own_accuracy(table, config.kind), table["overall"]["accuracy"]
-        active.extra["heldout_accuracy"], active.extra["heldout_accuracy_all_pairs"] = own, every
-        by_rating = ", ".join(f"{rating} {value['accuracy']:.3f}" for rating, value in table["per_rating"].items())
-        print(f"[reward] held-out accuracy (eval_data, {table['overall']['n']} pairs) on {config.kind} pairs {own:.3f}, "
-              f"on all pairs {every:.3f}; by rating: {by_rating}")
-        safety = table["safety"]
-        if safety is not None:
-            print(f"[reward] safety @ {safety['threshold']}: precision {safety['precision']}, recall {safety['recall']} "
-                  f"(n={safety['n']}, unsafe={safety['n_unsafe']})")
+        sets.append(("heldout", f"{config.kind}_eval_data", eval_data, None))
     if config.trains_on_toyworld and config.eval_pairs > 0:
         from core.sources import toyworld_gold_agreement, toyworld_preference_pairs
 
         pairs = toyworld_preference_pairs("heldout", config.eval_pairs, config.eval_seed)
-        table = evaluate_pairs(scorer, pairs, out, name=f"{config.kind}_heldout",
-                               judge_agreement=toyworld_gold_agreement(pairs))
-        result["data"], result["toyworld"] = "toyworld:heldout", table
-        own, ceiling = own_accuracy(table, config.kind), own_accuracy(table["judge_ceiling"], config.kind)
-        prefix = "toyworld_" if eval_data else ""  # the user's held-out pairs come first
-        active.extra[f"{prefix}heldout_accuracy"] = own
-        active.extra[f"{prefix}heldout_accuracy_all_pairs"] = table["overall"]["accuracy"]
-        print(f"[reward] held-out toyworld accuracy on {config.kind} pairs {own:.3f} (noise-free judge: {ceiling:.3f}); "
-              f"on all pairs {table['overall']['accuracy']:.3f}")
+        sets.append(("toyworld", f"{config.kind}_heldout", pairs, toyworld_gold_agreement(pairs)))
+    return sets
+
+
+def calibrate(config: RewardConfig, model_dir: Path, scored: dict, sources: list[str]):
+    """Step 6a: Platt scaling on every held-out set's responses (`reward.calibration`) ->
+    `model_dir/calibration.json`. Returns (the calibration or None, what eval.json
+    records about it)."""
+    from reward.calibration import CALIBRATION_FILE, calibration_data, cross_fitted_logits, data_hash, fit_calibration, write_calibration
+    from reward.evaluate import SAFETY_THRESHOLD, safety_precision_recall
+
+    pairs = [pair for s in scored.values() for pair in s.pairs]
+    chosen = [value for s in scored.values() for value in s.chosen]
+    rejected = [value for s in scored.values() for value in s.rejected]
+    data = calibration_data(pairs, chosen, rejected, config.kind)
+    try:
+        calibration = fit_calibration(data, config.kind, sources, data_hash(pairs))
+    except ValueError as exc:
+        print(f"[reward] not calibrated ({exc}): the gate will use σ(raw) for this RM")
+        return None, {"file": None, "why_not": str(exc)}
+    path = write_calibration(model_dir, calibration)
+    record = {"file": str(path), "a": calibration.a, "b": calibration.b, "method": calibration.method,
+              "basis": calibration.basis, "target": calibration.target, "n": calibration.n,
+              "log_loss_before": calibration.log_loss_before, "log_loss_after": calibration.log_loss_after,
+              "log_loss_cross_fitted": calibration.log_loss_cross_fitted}
+    if data.basis == "safety_labels":
+        # the gate's P/R on responses each scored by a calibration fitted on the other half of the pairs
+        logits = cross_fitted_logits(data.scores, data.labels, data.folds)
+        if logits is not None:
+            record["safety_cross_fitted"] = safety_precision_recall(torch.sigmoid(logits).tolist(),
+                                                                    (data.labels < 0.5).tolist(), SAFETY_THRESHOLD)
+    print(f"[reward] calibration ({calibration.method} on {calibration.n} held-out responses, {calibration.target}): "
+          f"p = σ({calibration.a:.3f}·r + {calibration.b:.3f}); log-loss {calibration.log_loss_before:.3f} -> "
+          f"{calibration.log_loss_after:.3f} -> {model_dir / CALIBRATION_FILE}")
+    return calibration, record
+
+
+def evaluate_heldout(config: RewardConfig, model, tokenizer, model_dir: Path, eval_data: list[dict], eval_reports: list,
+                     active) -> dict | None:
+    """Step 6: score every held-out set once; fit the calibration on them all
+    (`calibrate`: `model_dir/calibration.json`), then `eval.json` with the user's
+    held-out pairs (`eval_data`) under "heldout" and, when the RM trains on toyworld,
+    `eval_pairs` of toyworld's held-out pairs under "toyworld" (with its noise-free
+    judge's ceiling); each holds accuracy overall, per rating, per category and per
+    category x rating, and the safety precision/recall at the Llama 2 gate threshold
+    with the calibrated probabilities, beside σ(r)'s and the paper's (pairs with
+    `chosen_safe`/`rejected_safe` labels); "calibration" records the fit.
+    Returns what was written (None: nothing to evaluate on)."""
+    from core.data import data_report
+    from core.io import atomic_write_json
+    from reward.evaluate import SAFETY_THRESHOLD, evaluate_scored, safety_line, score_pairs
+    from reward.scorer import RewardScorer
+
+    out = Path(config.output_dir)
+    result: dict = {"model": str(model_dir), "kind": config.kind}
+    sets = heldout_sets(config, eval_data)
+    if not sets:
+        print("[reward] no held-out evaluation: set eval_data to held-out pairs for eval.json (and calibration.json)")
+        return None
+    scorer = RewardScorer.from_model(model.eval(), tokenizer, batch_size=config.eval_batch_size)
+    scored = {key: score_pairs(scorer, pairs, max_length=config.max_length if key == "heldout" else None)
+              for key, _, pairs, _ in sets}
+    sources = [source.source for source in config.eval_data] if eval_data else []
+    if "toyworld" in scored:
+        sources.append(f"toyworld:heldout (eval_pairs={config.eval_pairs}, eval_seed={config.eval_seed})")
+    calibration, result["calibration"] = calibrate(config, model_dir, scored, sources)
+    if calibration is not None:
+        active.add_output("calibration", model_dir / "calibration.json")
+    for key, stem, pairs, agreement in sets:
+        table = evaluate_scored(scored[key], out, name=stem, threshold=SAFETY_THRESHOLD,
+                                judge_agreement=None if agreement is None else scored[key].pick(agreement),
+                                calibration=calibration)
+        if key == "heldout":
+            result["heldout"] = {**table, "sources": [source.source for source in config.eval_data],
+                                 "load_report": data_report(eval_reports)}
+            own, every = own_accuracy(table, config.kind), table["overall"]["accuracy"]
+            active.extra["heldout_accuracy"], active.extra["heldout_accuracy_all_pairs"] = own, every
+            by_rating = ", ".join(f"{rating} {value['accuracy']:.3f}" for rating, value in table["per_rating"].items())
+            print(f"[reward] held-out accuracy (eval_data, {table['overall']['n']} pairs) on {config.kind} pairs {own:.3f}, "
+                  f"on all pairs {every:.3f}; by rating: {by_rating}")
+        else:
+            result["data"], result["toyworld"] = "toyworld:heldout", table
+            own, ceiling = own_accuracy(table, config.kind), own_accuracy(table["judge_ceiling"], config.kind)
+            prefix = "toyworld_" if eval_data else ""  # the user's held-out pairs come first
+            active.extra[f"{prefix}heldout_accuracy"] = own
+            active.extra[f"{prefix}heldout_accuracy_all_pairs"] = table["overall"]["accuracy"]
+            print(f"[reward] held-out toyworld accuracy on {config.kind} pairs {own:.3f} (noise-free judge: {ceiling:.3f}); "
+                  f"on all pairs {table['overall']['accuracy']:.3f}")
+        line = safety_line(table)
+        if line and config.kind == "safety":
+            print(f"[reward] {key}: {line}")
+    cross = result["calibration"].get("safety_cross_fitted")
+    if cross:
+        from reward.combine import LLAMA2_SAFETY_PRECISION, LLAMA2_SAFETY_RECALL
+
+        print(f"[reward] safety RM @ {cross['threshold']}, each response calibrated on the other half of the held-out pairs: "
+              f"precision {cross['precision']}, recall {cross['recall']} (paper: {LLAMA2_SAFETY_PRECISION}, {LLAMA2_SAFETY_RECALL})")
     atomic_write_json(out / "eval.json", result)
     active.add_output("eval", out / "eval.json")
     return result
@@ -379,7 +444,8 @@ def run(config: RewardConfig) -> Path:
             save_model(trained, tokenizer, model_dir)
             active.add_output("model", model_dir)
 
-            # 6. held-out pairs -> eval.json (accuracy per rating and category, safety P/R).
+            # 6. held-out pairs -> model/calibration.json and eval.json (accuracy per rating
+            #    and category, safety P/R with calibrated probabilities).
             evaluate_heldout(config, trained, tokenizer, model_dir, eval_data, eval_reports, active)
 
             # 7. manifest (written by the run folder on exit); checkpoints are no longer needed.

@@ -122,3 +122,30 @@ def test_nan_loss_stops_before_saving(tmp_path):
         run(_config(tmp_path / "nan", "learning_rate=1.0e+30", "toyworld_pairs=32"))
     assert not (tmp_path / "nan" / "model").exists()
     assert json.loads((tmp_path / "nan" / "manifest.json").read_text())["status"] == "failed"
+
+
+def test_training_writes_a_calibration_that_the_gate_reads(trained):
+    """calibration.json in the model folder, fitted on the held-out pairs (never the
+    training ones), recorded in eval.json and used by the gated scorer."""
+    import math
+
+    from core.sources import toyworld_preference_pairs
+    from reward.calibration import data_hash, read_calibration
+    from reward.gated import GatedScorer, RewardModelsSection
+
+    out, model_dir = trained
+    calibration = read_calibration(model_dir)
+    assert calibration is not None and calibration.kind == "safety" and calibration.a > 0
+    assert calibration.basis == "safety_labels" and calibration.n == 32  # 16 held-out pairs, every response labelled
+    assert calibration.data == ("toyworld:heldout (eval_pairs=16, eval_seed=1234)",)
+    assert calibration.data_sha256 == data_hash(toyworld_preference_pairs("heldout", 16, 1234))
+    assert calibration.log_loss_after <= calibration.log_loss_before
+    ev = json.loads((out / "eval.json").read_text())
+    assert ev["calibration"]["file"] == str(model_dir / "calibration.json") and ev["calibration"]["a"] == calibration.a
+    assert ev["toyworld"]["safety"]["calibrated"] is True and ev["toyworld"]["safety_paper"]["precision"] == 0.89
+    assert json.loads((out / "manifest.json").read_text())["outputs"]["calibration"] == str(model_dir / "calibration.json")
+
+    section = RewardModelsSection(helpfulness=str(model_dir), safety=str(model_dir), device="cpu")
+    scores = GatedScorer(section).score([{"messages": [{"role": "user", "content": "Hi"}], "category": "safety"}], ["Hello!"])
+    raw = scores.safety_raw[0].item()
+    assert scores.safety_prob[0].item() == pytest.approx(1 / (1 + math.exp(-(calibration.a * raw + calibration.b))), rel=1e-5)
