@@ -35,7 +35,14 @@ from pydantic import BaseModel
 from core.config import config_to_dict, dump_config
 from core.errors import RLHFError
 from core.io import atomic_write_json, atomic_write_text, file_hash, pid_alive
-from core.tracking import Sink, check_report_to, close_sinks, open_sinks, push_to_hub, tracked_scalars
+from core.tracking import (
+    Sink,
+    check_report_to,
+    close_sinks,
+    open_sinks,
+    push_to_hub,
+    tracked_scalars,
+)
 
 MANIFEST = "manifest.json"
 CONFIG = "config.yaml"
