@@ -192,6 +192,7 @@ def evaluate_models(
     progress: bool = True,
     cached: dict[str, Answers] | None = None,
     prompts: list[dict] | None = None,
+    with_columns: bool = False,
 ) -> dict:
     """Evaluate every model of `{name: model folder}` on the same held-out prompts.
 
@@ -200,7 +201,9 @@ def evaluate_models(
     `cached` holds answers already made with the same prompts and sampling (a
     resumed stage does not answer again). Returns
     `{"prompts", "sampling", "models": {name: summary}, "paired": {name: comparison},
-    "answers": {name: Answers}, "prompt_records": [...]}`.
+    "answers": {name: Answers}, "prompt_records": [...]}`, with `with_columns` also
+    `"columns": {name: per-prompt columns}` (`compare(columns[a], columns[b])` pairs any
+    two models; rejection sampling pairs its model with each control arm).
     """
     from core.device import resolve_device
     from core.models import load_model_and_tokenizer
@@ -225,7 +228,7 @@ def evaluate_models(
     del scorer
     gc.collect()
     names = list(models)
-    return {
+    result = {
         "prompts": {"source": describe_source(section.prompts), "n": len(prompts), "split": "heldout"},
         "sampling": section.sampling.model_dump(),
         "reward_models": reward_models.model_dump() if reward_models is not None and reward_models.configured else None,
@@ -234,6 +237,7 @@ def evaluate_models(
         "answers": answers,
         "prompt_records": prompts,
     }
+    return {**result, "columns": columns} if with_columns else result
 
 
 def samples_rows(result: dict) -> list[dict]:
@@ -264,7 +268,7 @@ def save_evaluation(result: dict, out: Path, name: str = "eval") -> Path:
     from core.io import atomic_write_json, write_jsonl
 
     write_jsonl(out / f"{name}_samples.jsonl", samples_rows(result))
-    payload = {key: value for key, value in result.items() if key not in ("answers", "prompt_records")}
+    payload = {key: value for key, value in result.items() if key not in ("answers", "columns", "prompt_records")}
     atomic_write_json(out / f"{name}.json", payload)
     return out / f"{name}.json"
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from core.config import StrictModel
 from core.data.sources import PromptSourceKeys
+from core.distributed import DistributedMode
 from core.evaluation import HeldoutEval, check_heldout_source
 from core.models import LoraSettings
 from core.sources import is_toyworld
@@ -45,8 +46,35 @@ class PromptsSection(PromptSourceKeys):
         return self
 
 
+class ReplaySection(StrictModel):
+    """Ordinary demonstrations replayed beside the pooled best answers (n = 0: none, the
+    paper). A fine-tune on a hundred sampled targets, a handful of them on harmful
+    prompts, erased the quickstart SFT model's refusals (72 % -> 0 %).
+
+    Replay should be drawn from demonstrations SFT did *not* train on, or the
+    fine-tune's gain cannot be told from more SFT epochs: `exclude` names SFT run
+    folders (their training file, from the manifest) or demonstration files, and
+    every candidate that asks what one of them asks (the same user turns) is left
+    out. `auto`: the SFT run folders that `init_model` or `policy` came from
+    (`<sft run>/model`), when there are any. toyworld has no third split (train and
+    heldout, and heldout is the evaluation's), so its held-back demonstrations are
+    train-split demonstrations outside SFT's draw."""
+
+    n: int = Field(default=0, ge=0)
+    # `toyworld` (its train-split demonstrations), or a file, folder or hub dataset of
+    # demonstrations in any SFT format core.data reads (e.g. a held-back part of yours).
+    source: str = "toyworld"
+    family_weights: FamilyWeights = None  # toyworld only, e.g. {borderline: 32, harmful: 12}
+    seed: int = 1  # toyworld's draw (SFT draws with toyworld_seed 0)
+    exclude: list[str] | Literal["auto"] = "auto"
+
+
+ControlArm = Literal["best_of_1", "replay_only"]
+
+
 class RSConfig(StrictModel):
-    renamed_keys: ClassVar[dict[str, str]] = RS_RENAMED
+    renamed_keys: ClassVar[dict[str, str]] = {
+        **RS_RENAMED, "replay_toyworld": "replay.n", "replay_family_weights": "replay.family_weights"}
     # The policy that samples (the latest model), and the checkpoint that is fine-tuned
     # on the pooled best answers. Llama 2 restarted each version's fine-tune from the
     # SFT / previous model rather than continuing from the sampler; None means the
@@ -60,6 +88,12 @@ class RSConfig(StrictModel):
     iteration: int = 1  # RLHF version V<iteration>; in every sample's provenance and its seed
     k: int = 8  # samples per prompt
     temperature: float = 1.0  # per iteration (the paper's best T drifts up, ~1.2-1.3 late)
+    # Re-tune the temperature each iteration (Llama 2 section 3.2.3, Figure 8): sample K
+    # at every temperature of the grid for the first `temperature_probe_prompts`
+    # prompts and sample with the one whose mean (max - median) gated reward is the
+    # largest (temperature_probe.json, the manifest). None: `temperature` as given.
+    temperature_grid: list[float] | None = None
+    temperature_probe_prompts: int = 8
     top_p: float = 1.0
     max_new_tokens: int = 40
     batch_size: int = 16  # sequences per generate() call
@@ -81,11 +115,13 @@ class RSConfig(StrictModel):
     device: str = "auto"  # cuda when there is a GPU, else cpu
 
     finetune_enabled: bool = True
-    # Toyworld SFT demonstrations replayed beside the pooled best answers (0: none,
-    # the paper). A fine-tune on a hundred sampled targets, a handful of them on
-    # harmful prompts, erased the quickstart SFT model's refusals (72 % -> 0 %).
-    replay_toyworld: int = 0
-    replay_family_weights: FamilyWeights = None
+    replay: ReplaySection = ReplaySection()
+    # Control fine-tunes in the same run, from the same init with the same settings,
+    # evaluated on the same held-out prompts (eval.json `controls`: RS minus each,
+    # paired, with standard errors): `best_of_1` the first sample of each prompt with
+    # the same replay (what K > 1 adds), `replay_only` the replay alone (what the
+    # sampled targets add).
+    control_arms: list[ControlArm] = []
     finetune: TrainingSection = TrainingSection(learning_rate=1e-5, epochs=2.0, batch_size=8, max_length=512, save_steps=1000)
     lora: LoraSettings = LoraSettings()
 
@@ -94,6 +130,11 @@ class RSConfig(StrictModel):
     report_to: ReportTo = ()  # tensorboard, wandb, mlflow besides metrics.jsonl (core.tracking)
     push_to_hub: str | None = None  # a hub repo id: the fine-tuned model and its card are uploaded when the stage completes
     progress: bool = True
+    # none: one process; ddp: every process holds the whole model, samples its shards
+    # and takes part in the fine-tune (TRL under accelerate, DDP); fsdp2: the fine-tune
+    # sharded by accelerate's FSDP plugin (an `accelerate launch --config_file` FSDP
+    # launch on GPUs; refused on CPU, where that plugin does not run).
+    distributed: DistributedMode = "ddp"
 
     @model_validator(mode="after")
     def _check(self) -> RSConfig:
@@ -108,6 +149,21 @@ class RSConfig(StrictModel):
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.iteration < 0:
             raise ValueError(f"iteration must be >= 0, got {self.iteration}")
+        if self.temperature_grid is not None:
+            if not self.temperature_grid or any(t <= 0 for t in self.temperature_grid):
+                raise ValueError(f"temperature_grid must be a non-empty list of temperatures > 0, got {self.temperature_grid}")
+            if self.temperature_probe_prompts < 1:
+                raise ValueError(f"temperature_probe_prompts must be >= 1, got {self.temperature_probe_prompts}")
+        if len(set(self.control_arms)) != len(self.control_arms):
+            raise ValueError(f"control_arms lists an arm twice: {self.control_arms}")
+        if self.control_arms and not self.finetune_enabled:
+            raise ValueError("control_arms are fine-tunes compared with the RS fine-tune; they need finetune_enabled: true")
+        if self.control_arms and not self.eval.enabled:
+            raise ValueError("control_arms are compared by the held-out evaluation; they need eval.enabled: true")
+        if "replay_only" in self.control_arms and self.replay.n == 0:
+            raise ValueError("control_arms: replay_only fine-tunes on the replayed demonstrations alone; set replay.n > 0")
+        if self.replay.family_weights is not None and not is_toyworld(self.replay.source):
+            raise ValueError("replay.family_weights re-weights toyworld's families; replay.source is not toyworld")
         return self
 
     @property

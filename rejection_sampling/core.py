@@ -12,7 +12,13 @@ the samples of every iteration (this one and `pool_dirs`), its output one
 winner per prompt id. Figure 7 of the paper plots, against the number of samples
 k, the mean over prompts of the maximum and of the median reward among k samples;
 the gap between the two is what rejection sampling harvests
-(`max_median_curve`).
+(`max_median_curve`). The paper re-tunes the temperature every iteration
+(section 3.2.3, Figure 8): `choose_temperature` picks, from a small grid, the
+temperature whose K samples have the largest mean (max - median) gap.
+
+A sample cut at `max_new_tokens` (no end-of-turn token, `finished: false`) or
+with an empty answer is never a target (`is_eligible`): the fine-tune would
+teach the model to stop mid-sentence. `target_counts` counts them.
 """
 
 from __future__ import annotations
@@ -47,6 +53,13 @@ def _rank_key(sample: dict) -> tuple:
     )
 
 
+def is_eligible(sample: dict) -> bool:
+    """Whether a sample can be a fine-tuning target: a non-empty answer that ended with
+    its end-of-turn token. `finished` missing (samples written before it was recorded)
+    counts as finished: it cannot be told afterwards; `target_counts` counts them."""
+    return bool(str(sample["response"]).strip()) and sample.get("finished", True) is not False
+
+
 def select_best(samples: Iterable[dict]) -> dict[str, dict]:
     """The best sample per prompt id, over all the samples given (every iteration pooled).
 
@@ -54,8 +67,8 @@ def select_best(samples: Iterable[dict]) -> dict[str, dict]:
         samples: sample records with at least `prompt_id`, `iteration`,
             `sample_index`, `response` and `reward` (Llama 2's gated reward R_c,
             so helpfulness and safety prompts are ranked by the right model).
-            Empty responses are never selected (an empty answer is no target);
-            a prompt whose every sample is empty has no winner.
+            Empty and truncated (`finished: false`) responses are never selected
+            (`is_eligible`); a prompt with no eligible sample has no winner.
 
     Returns:
         {prompt_id: the winning sample record (the same dict object)}, with ids
@@ -63,13 +76,86 @@ def select_best(samples: Iterable[dict]) -> dict[str, dict]:
     """
     best: dict[str, tuple[tuple, dict]] = {}
     for sample in samples:
-        if not str(sample["response"]).strip():
+        if not is_eligible(sample):
             continue
         key = _rank_key(sample)
         pid = str(sample["prompt_id"])
         if pid not in best or key < best[pid][0]:
             best[pid] = (key, sample)
     return {pid: best[pid][1] for pid in sorted(best)}
+
+
+def target_counts(samples: Iterable[dict]) -> dict[str, int]:
+    """How many samples and prompts the eligibility rule leaves out.
+
+    Returns:
+        `n_samples`, `n_truncated` (finished is False), `n_empty` (empty answer,
+        finished or not), `n_finished_unknown` (no `finished` recorded), `n_prompts`,
+        `n_prompts_all_truncated` (every sample of the prompt truncated: it gets
+        no target), `n_prompts_without_target` (no eligible sample, for any reason).
+    """
+    counts = dict.fromkeys(("n_samples", "n_truncated", "n_empty", "n_finished_unknown"), 0)
+    by_prompt: dict[str, list[dict]] = {}
+    for sample in samples:
+        counts["n_samples"] += 1
+        counts["n_truncated"] += sample.get("finished", True) is False
+        counts["n_empty"] += not str(sample["response"]).strip()
+        counts["n_finished_unknown"] += "finished" not in sample
+        by_prompt.setdefault(str(sample["prompt_id"]), []).append(sample)
+    counts["n_prompts"] = len(by_prompt)
+    counts["n_prompts_all_truncated"] = sum(all(s.get("finished", True) is False for s in group) for group in by_prompt.values())
+    counts["n_prompts_without_target"] = sum(not any(is_eligible(s) for s in group) for group in by_prompt.values())
+    return counts
+
+
+def harvest_gap(rewards: torch.Tensor, eligible: torch.Tensor | None = None) -> float:
+    """Mean over prompts of (max - median) reward among K samples: what best-of-K gains.
+
+    Args:
+        rewards: (P, K) gated reward of sample j of prompt i.
+        eligible: (P, K) bool, True where the sample could be a target (`is_eligible`);
+            None: all. The max runs over eligible samples only (a truncated sample is
+            never harvested); the median over all K (the typical sample). A prompt
+            with no eligible sample contributes 0 (it yields no target).
+
+    Returns:
+        mean_i (max_{j eligible} r_ij - median_j r_ij), the median as in
+        `max_median_curve` (mean of the two middle values for even K).
+    """
+    if rewards.dim() != 2 or rewards.numel() == 0:
+        raise ValueError(f"rewards must be a non-empty (P, K) tensor, got shape {tuple(rewards.shape)}")
+    rewards = rewards.double()
+    eligible = torch.ones_like(rewards, dtype=torch.bool) if eligible is None else eligible.bool()
+    if eligible.shape != rewards.shape:
+        raise ValueError(f"eligible has shape {tuple(eligible.shape)}, rewards {tuple(rewards.shape)}")
+    median = torch.quantile(rewards, 0.5, dim=1)
+    best = torch.where(eligible, rewards, torch.full_like(rewards, -math.inf)).max(dim=1).values
+    gap = torch.where(eligible.any(dim=1), best - median, torch.zeros_like(median))
+    return gap.mean().item()
+
+
+def choose_temperature(gaps: dict[float, float]) -> float:
+    """The temperature with the largest harvest gap (`harvest_gap` per temperature);
+    a tie goes to the lower temperature (closer to the policy's own distribution)."""
+    if not gaps:
+        raise ValueError("no temperatures")
+    return min(gaps, key=lambda t: (-gaps[t], t))
+
+
+def user_turns(messages: Sequence[dict]) -> tuple[str, ...]:
+    """The user texts of a conversation: two demonstrations with the same ones answer the
+    same request (a system prompt aside), so one seen in SFT is not held back."""
+    return tuple(m["content"].strip() for m in messages if m["role"] == "user")
+
+
+def last_turn_rows(messages: Sequence[dict]) -> list[list[dict]]:
+    """A demonstration cut into one conversation per assistant turn, each ending with it.
+
+    The RS fine-tune learns the last assistant turn of each row only (SFT's
+    `data.learn: last`); a multi-turn replayed demonstration is split so that every
+    one of its answers is still learned once, with the turns before it as context.
+    """
+    return [list(messages[:i + 1]) for i, m in enumerate(messages) if m["role"] == "assistant"]
 
 
 def sample_ks(k_max: int) -> list[int]:
@@ -118,7 +204,7 @@ def median_index(rewards: Sequence[float]) -> int:
     return order[(len(order) - 1) // 2]
 
 
-def chosen_vs_median(groups: dict[str, list[dict]], gold: dict[tuple[str, int, int], float]) -> dict:
+def chosen_vs_median(groups: dict[str, list[dict]], gold: dict[tuple[str, int, int], float]) -> dict | None:
     """Gold score of the chosen (max-reward) answer against the median-reward answer of each prompt.
 
     This checks the reward models against ground truth on this iteration's own
@@ -130,7 +216,8 @@ def chosen_vs_median(groups: dict[str, list[dict]], gold: dict[tuple[str, int, i
         gold: {(prompt_id, iteration, sample_index): gold combined score}.
 
     Returns:
-        `paired_comparison(chosen, median)` plus the mean gold score of all samples.
+        `paired_comparison(chosen, median)` plus the mean gold score of all samples;
+        None when no prompt has a chosen answer (every sample truncated or empty).
     """
     chosen, median, every = [], [], []
     for pid in sorted(groups):
@@ -143,6 +230,8 @@ def chosen_vs_median(groups: dict[str, list[dict]], gold: dict[tuple[str, int, i
         chosen.append(gold[(pid, int(best["iteration"]), int(best["sample_index"]))])
         median.append(gold[(pid, int(mid["iteration"]), int(mid["sample_index"]))])
         every.extend(gold[(pid, int(s["iteration"]), int(s["sample_index"]))] for s in group)
+    if not chosen:
+        return None  # no prompt has an eligible sample: nothing was chosen
     result = paired_comparison(chosen, median)
     result = {"n": result["n"], "chosen": result["after"], "chosen_stderr": result["after_stderr"],
               "median": result["before"], "median_stderr": result["before_stderr"],

@@ -123,3 +123,47 @@ def test_chosen_vs_median_reads_gold_of_the_right_samples():
     assert result["median"] == pytest.approx(0.35)  # (0.5 + 0.2) / 2
     assert result["diff"] == pytest.approx(0.45)
     assert result["all_samples"] == pytest.approx(2.3 / 6)
+
+
+def test_truncated_samples_are_never_targets_and_are_counted():
+    from rejection_sampling.core import target_counts
+
+    cut = dict(s("a", 1, 0, 0.99), finished=False)  # the highest reward, but cut at max_new_tokens
+    samples = [cut, dict(s("a", 1, 1, 0.4), finished=True), dict(s("b", 1, 0, 0.9), finished=False),
+               dict(s("b", 1, 1, 0.8), finished=False), dict(s("c", 1, 0, 0.1, ""), finished=True), s("d", 1, 0, 0.3)]
+    best = select_best(samples)
+    assert best["a"]["sample_index"] == 1  # not the truncated 0.99
+    assert "b" not in best and "c" not in best  # b: every sample truncated; c: empty
+    assert best["d"]["sample_index"] == 0  # no `finished` recorded (older samples): counted as finished
+    assert target_counts(samples) == {"n_samples": 6, "n_truncated": 3, "n_empty": 1, "n_finished_unknown": 1,
+                                      "n_prompts": 4, "n_prompts_all_truncated": 1, "n_prompts_without_target": 2}
+
+
+def test_harvest_gap_and_temperature_choice_by_hand():
+    from rejection_sampling.core import choose_temperature, harvest_gap
+
+    # T=0.5: rows (0.2, 0.3, 0.4) gap 0.4-0.3 = 0.1; (0.5, 0.5, 0.6) gap 0.1 -> 0.1
+    low = torch.tensor([[0.2, 0.3, 0.4], [0.5, 0.5, 0.6]])
+    # T=1.0: (0.0, 0.2, 0.9) gap 0.7; (0.1, 0.4, 0.6) gap 0.2 -> 0.45
+    high = torch.tensor([[0.0, 0.2, 0.9], [0.1, 0.4, 0.6]])
+    assert harvest_gap(low) == pytest.approx(0.1)
+    assert harvest_gap(high) == pytest.approx(0.45)
+    # the 0.9 is truncated: max over eligible 0.2, median 0.2 -> 0; the second row has no
+    # eligible sample -> 0: the mean gap is 0
+    eligible = torch.tensor([[True, True, False], [False, False, False]])
+    assert harvest_gap(high, eligible) == pytest.approx(0.0)
+    # even K: median (0.1 + 0.3) / 2 = 0.2, max 0.7 -> 0.5
+    assert harvest_gap(torch.tensor([[0.7, 0.1, 0.3, 0.0]])) == pytest.approx(0.5)
+    assert choose_temperature({0.5: 0.1, 1.0: 0.45, 1.2: 0.3}) == 1.0
+    assert choose_temperature({1.2: 0.2, 0.8: 0.2}) == 0.8  # a tie: the lower temperature
+    with pytest.raises(ValueError):
+        choose_temperature({})
+
+
+def test_last_turn_rows_and_user_turns():
+    from rejection_sampling.core import last_turn_rows, user_turns
+
+    messages = [{"role": "system", "content": "S"}, {"role": "user", "content": "u1"}, {"role": "assistant", "content": "a1"},
+                {"role": "user", "content": " u2 "}, {"role": "assistant", "content": "a2"}]
+    assert last_turn_rows(messages) == [messages[:3], messages]
+    assert user_turns(messages) == ("u1", "u2")

@@ -31,6 +31,27 @@ def _make_rm(folder: Path, seed: int) -> Path:
     return folder
 
 
+def _make_policy(folder: Path, eos_weight: float = 30.0) -> Path:
+    """The tiny-llama with an end-of-turn logit that fires often (~5 of 6 samples of 6
+    tokens finish, the rest are cut at max_new_tokens), so that a run holds both
+    finished samples (targets) and truncated ones (never targets)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from core.models import load_tokenizer, resolve_model_path
+
+    source = resolve_model_path("embedded:tiny-llama")
+    tokenizer = load_tokenizer(str(source))
+    model = AutoModelForCausalLM.from_pretrained(source)
+    with torch.no_grad():
+        row = model.lm_head.weight[tokenizer.eos_token_id]
+        row.zero_()
+        row[0] = eos_weight
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """One torch thread: on a shared 2-core box two spinning threads per process run the
@@ -46,13 +67,13 @@ def one_thread():
 @pytest.fixture(scope="module")
 def rms(tmp_path_factory):
     root = tmp_path_factory.mktemp("rms")
-    return _make_rm(root / "helpful", 1), _make_rm(root / "safety", 2)
+    return _make_rm(root / "helpful", 1), _make_rm(root / "safety", 2), _make_policy(root / "policy")
 
 
 def _config(rms, out, *overrides):
-    helpful, safety = rms
+    helpful, safety, policy = rms
     return load_config(RSConfig, SMOKE, [
-        f"reward_models.helpfulness={helpful}", f"reward_models.safety={safety}", f"output_dir={out}",
+        f"reward_models.helpfulness={helpful}", f"reward_models.safety={safety}", f"policy={policy}", f"output_dir={out}",
         "prompts.n=6", "k=3", "shard_size=2", "max_new_tokens=6", *overrides])
 
 
@@ -91,7 +112,7 @@ def test_killed_sampling_resumes_to_the_same_samples_and_samples_nothing_twice(r
     assert json.loads((killed / "manifest.json").read_text())["status"] == "failed"
     mtimes = {p.name: p.stat().st_mtime_ns for p in (killed / "samples").glob("shard-*.jsonl")}
 
-    assert run(_config(rms, killed, *no_ft)) == Path("embedded:tiny-llama")  # resume; no fine-tune: the policy is the result
+    assert run(_config(rms, killed, *no_ft)) == rms[2]  # resume; no fine-tune: the policy is the result
     manifest = json.loads((killed / "manifest.json").read_text())
     assert manifest["status"] == "completed"
     assert manifest["shards_sampled_now"] == 1  # only the missing shard was sampled
@@ -116,10 +137,33 @@ def test_samples_carry_scores_and_provenance(first_run):
     assert [p["k"] for p in curve] == [1, 2, 3]
     assert (out / "curve.png").stat().st_size > 1000
     best = read_jsonl(out / "best.jsonl")
-    assert len(best) == 6
     for row in best:
         assert row["messages"][-1]["role"] == "assistant" and row["iteration"] == 1
         assert row["source"].endswith(".jsonl")
+
+
+def test_truncated_samples_are_never_targets_and_are_counted(first_run):
+    rows = read_samples(first_run)
+    assert all(isinstance(row["finished"], bool) for row in rows)
+    truncated = [row for row in rows if not row["finished"]]
+    assert truncated and len(truncated) < len(rows)  # the fixture policy gives both kinds
+    by_prompt = {}
+    for row in rows:
+        by_prompt.setdefault(row["prompt_id"], []).append(row)
+    eligible = {pid for pid, group in by_prompt.items() if any(r["finished"] and r["response"].strip() for r in group)}
+    best = {row["id"]: row for row in read_jsonl(first_run / "best.jsonl")}
+    assert set(best) == eligible
+    finished = {(r["prompt_id"], r["sample_index"]): r for r in rows if r["finished"]}
+    for pid, row in best.items():  # the best finished sample, even where a truncated one scored higher
+        chosen = finished[(pid, row["sample_index"])]
+        assert chosen["response"] == row["messages"][-1]["content"]
+        assert row["reward"] == max(r["reward"] for r in by_prompt[pid] if r["finished"] and r["response"].strip())
+    pool = json.loads((first_run / "manifest.json").read_text())["pool"]
+    assert pool["n_truncated"] == len(truncated)
+    assert pool["current"]["n_prompts_all_truncated"] == sum(all(not r["finished"] for r in g) for g in by_prompt.values())
+    assert pool["current"]["n_prompts_without_target"] == 6 - len(eligible)
+    metrics = [json.loads(line) for line in (first_run / "metrics.jsonl").read_text().splitlines()]
+    assert sum(m.get("truncated_responses", 0) for m in metrics) == len(truncated)
 
 
 def test_pool_keeps_an_earlier_iterations_better_answer(rms, first_run, tmp_path):
@@ -195,9 +239,9 @@ def test_smoke_preset_end_to_end_through_the_cli(rms, tmp_path):
     from rejection_sampling.cli import main
 
     out = tmp_path / "rs"
-    helpful, safety = rms
-    args = ["--config", str(SMOKE), f"reward_models.helpfulness={helpful}", f"reward_models.safety={safety}", f"output_dir={out}",
-            "prompts.n=8", "k=2", "eval.n_prompts=4", "replay_toyworld=3"]
+    helpful, safety, policy = rms
+    args = ["--config", str(SMOKE), f"reward_models.helpfulness={helpful}", f"reward_models.safety={safety}", f"policy={policy}", f"output_dir={out}",
+            "prompts.n=8", "k=2", "eval.n_prompts=4", "replay.n=3"]
     assert main(args) == 0
     for name in ("best.jsonl", "curve.json", "curve.png", "eval.json", "model/config.json", "sft/manifest.json",
                  "config.yaml", "metrics.jsonl"):
@@ -212,7 +256,7 @@ def test_smoke_preset_end_to_end_through_the_cli(rms, tmp_path):
     assert {"rm_reward", "gold_combined", "refusal_rate", "rm_win_rate"} <= set(paired)
     assert "diff_stderr" in paired["gold_combined"]
     assert "chosen" in result["samples_gold"]
-    assert "name: embedded:tiny-llama" in (out / "sft" / "config.yaml").read_text()  # init_model null: the policy
+    assert f"name: {policy}" in (out / "sft" / "config.yaml").read_text()  # init_model null: the policy
     # the fine-tune learned the 8 pooled targets and 3 replayed SFT demonstrations
     targets = read_jsonl(out / "best.jsonl")
     trained = read_jsonl(out / "finetune_data.jsonl")
