@@ -2,7 +2,8 @@
 
 It reads what the stages wrote (nothing passes in memory): `metrics.jsonl` and
 `eval.json` of every stage folder, rejection sampling's `curve.json`, the
-reward models' `eval.json`, GAtt's `eval.json`, and the pipeline's
+reward models' `eval.json` (accuracy per rating; the safety RM's precision and recall at
+the gate, calibrated, beside σ(r)'s and the paper's), GAtt's `eval.json`, and the pipeline's
 `summary.json` (one row per version). Missing pieces are skipped, so a report
 can be drawn for a partial run or for one stage folder.
 
@@ -76,6 +77,45 @@ def stage_evaluations(run_dir: Path, folders: list[tuple[str, Path]]) -> list[di
                     row[f"{metric}_diff_stderr"] = paired[metric]["diff_stderr"]
             rows.append(row)
     return rows
+
+
+def safety_gate_rows(run_dir: Path, folders: list[Path]) -> list[dict]:
+    """The safety RM as the gate's classifier of "unsafe", one row per held-out table of
+    each safety RM's eval.json: precision and recall at the threshold with the
+    probabilities the gate uses (calibrated where the RM has calibration.json), σ(r)'s
+    beside them, and the paper's (reward.evaluate.PAPER_SAFETY)."""
+    from reward.evaluate import PAPER_SAFETY
+
+    rows = []
+    for folder in folders:
+        path = folder / "eval.json"
+        if not path.is_file():
+            continue
+        full = json.loads(path.read_text())
+        if full.get("kind", "safety") != "safety":
+            continue  # the gate reads the safety RM only
+        tables = [(name, full.get(key)) for key, name in (("heldout", "held-out (eval_data)"), ("toyworld", "toyworld held-out"))]
+        cross = (full.get("calibration") or {}).get("safety_cross_fitted")
+        if cross:
+            tables.append(("all held-out, each half calibrated on the other", {"safety": {**cross, "calibrated": True}}))
+        for name, table in tables:
+            safety = (table or {}).get("safety") if isinstance(table, dict) else None
+            if not safety:
+                continue
+            raw = table.get("safety_uncalibrated") or ({} if safety.get("calibrated") else safety)
+            rows.append({"rm": _label(run_dir, folder), "pairs": name, "threshold": safety.get("threshold"),
+                         "calibrated": "yes" if safety.get("calibrated") else "no",
+                         "precision": safety.get("precision"), "recall": safety.get("recall"),
+                         "n": f"{safety.get('n')} ({safety.get('n_unsafe')} unsafe)",
+                         "precision_sigma": raw.get("precision"), "recall_sigma": raw.get("recall"),
+                         "paper_precision": PAPER_SAFETY["precision"], "paper_recall": PAPER_SAFETY["recall"]})
+    return rows
+
+
+SAFETY_GATE_COLUMNS = [("rm", "safety RM"), ("pairs", "pairs"), ("threshold", "threshold"), ("calibrated", "calibrated"),
+                       ("precision", "precision"), ("recall", "recall"), ("n", "responses"),
+                       ("precision_sigma", "σ(r) precision"), ("recall_sigma", "σ(r) recall"),
+                       ("paper_precision", "paper precision"), ("paper_recall", "paper recall")]
 
 
 def missing_notes(rows: list[dict], images: dict[str, Path | None], has_summary: bool) -> list[str]:
@@ -254,7 +294,7 @@ def _cell(value) -> str:
 
 
 def render_html(title: str, table_rows: list[dict], images: list[Path], stages: list[tuple[str, str]],
-                stage_rows: list[dict] = (), notes: list[str] = ()) -> str:
+                stage_rows: list[dict] = (), notes: list[str] = (), safety_rows: list[dict] = ()) -> str:
     columns = table_columns(table_rows)
     header = "".join(f"<th>{html.escape(name)}</th>" for _, name in columns)
     body = "".join(
@@ -269,6 +309,11 @@ def render_html(title: str, table_rows: list[dict], images: list[Path], stages: 
                    + "".join("<tr><td>" + html.escape(row["stage"]) + "</td><td>" + html.escape(row["model_role"]) + "</td>"
                              + "".join(f"<td>{_cell(row.get(key))}</td>" for key in stage_columns) + "</tr>" for row in stage_rows)
                    + "</tbody></table>") if stage_rows else ""
+    safety_table = ("<h2>Safety RM at the gate (R_s &lt; threshold predicts unsafe)</h2><table id=\"safety_gate\"><thead><tr>"
+                    + "".join(f"<th>{html.escape(name)}</th>" for _, name in SAFETY_GATE_COLUMNS) + "</tr></thead><tbody>"
+                    + "".join("<tr>" + "".join(f"<td>{_cell(row.get(key))}</td>" for key, _ in SAFETY_GATE_COLUMNS) + "</tr>"
+                              for row in safety_rows)
+                    + "</tbody></table>") if safety_rows else ""
     missing = ("<h2>Not in this report</h2><ul>" + "".join(f"<li>{html.escape(note)}</li>" for note in notes) + "</ul>") if notes else ""
     figures = "".join(
         f'<figure><img src="{html.escape(path.name)}" alt="{html.escape(path.stem)}"><figcaption>{html.escape(path.stem)}</figcaption></figure>'
@@ -284,6 +329,7 @@ figure{{display:inline-block;margin:1em}}img{{max-width:100%}}</style></head>
 <h2>Per version</h2>
 <table id="versions"><thead><tr><th>version</th>{header}</tr></thead><tbody>{body}</tbody></table>
 {stage_table}
+{safety_table}
 <h2>Curves</h2>{figures or "<p>No curves yet.</p>"}
 {missing}
 <h2>Stage folders</h2><ul>{stage_list}</ul>
@@ -299,9 +345,11 @@ window.addEventListener("load", () => {{
 """
 
 
-def render_markdown(table_rows: list[dict], timings: dict | None = None, notes: list[str] = ()) -> str:
+def render_markdown(table_rows: list[dict], timings: dict | None = None, notes: list[str] = (),
+                    safety_rows: list[dict] = ()) -> str:
     """The per-version table as Markdown (mean ± standard error over prompts where known),
-    with the stage timings, for READMEs and notes."""
+    with the safety RM's precision/recall at the gate and the stage timings, for READMEs
+    and notes."""
     def cell(row: dict, key: str) -> str:
         value, stderr = row.get(key), row.get(f"{key}_stderr")
         if value is None:
@@ -315,6 +363,9 @@ def render_markdown(table_rows: list[dict], timings: dict | None = None, notes: 
               for row in table_rows]
     if notes:
         lines += [""] + [f"- {note}" for note in notes]
+    if safety_rows:
+        lines += ["", "| " + " | ".join(name for _, name in SAFETY_GATE_COLUMNS) + " |", "|---" * len(SAFETY_GATE_COLUMNS) + "|"]
+        lines += ["| " + " | ".join(_cell(row.get(key)) for key, _ in SAFETY_GATE_COLUMNS) + " |" for row in safety_rows]
     if timings:
         lines += ["", "| stage | seconds |", "|---|---|"]
         lines += [f"| {name} | {seconds:.0f} |" for name, seconds in timings.items()]
@@ -346,9 +397,10 @@ def build_report(run_dir: str | Path) -> Path:
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     rows = summary.get("versions", [])
     notes = missing_notes(rows, drawn, summary_path.is_file())
-    atomic_write_text(out / "summary.md", render_markdown(rows, summary.get("timings_s"), notes))
+    safety_rows = safety_gate_rows(run_dir, by_stage.get("reward", []))
+    atomic_write_text(out / "summary.md", render_markdown(rows, summary.get("timings_s"), notes, safety_rows))
     page = render_html(f"Run report: {run_dir.name}", rows, [p for p in images if p], [(s, _label(run_dir, f)) for s, f in folders],
-                       stage_evaluations(run_dir, folders), notes)
+                       stage_evaluations(run_dir, folders), notes, safety_rows)
     for note in notes:
         print(f"report: {note}")
     index = out / "index.html"

@@ -65,6 +65,26 @@ def test_a_by_hand_run_gets_its_stage_evaluations_and_is_told_what_it_lacks(tmp_
     assert "No per-version table" in (index.parent / "summary.md").read_text()
 
 
+def test_the_safety_rm_at_the_gate_is_tabled_beside_the_paper(tmp_path):
+    """The safety RM's precision/recall at the threshold with calibrated probabilities,
+    σ(r)'s, the cross-fitted figures and the paper's 0.89 / 0.55; the helpfulness RM has none."""
+    safety = {"threshold": 0.15, "precision": 0.9, "recall": 0.4, "n": 600, "n_unsafe": 80, "calibrated": True}
+    with StageRun(tmp_path / "rm_safety", "reward", Cfg()) as run:
+        atomic_write_json(run.folder / "eval.json", {"kind": "safety", "toyworld": {
+            "per_rating": {}, "safety": safety,
+            "safety_uncalibrated": {**safety, "precision": 0.2, "recall": 1.0}},
+            "calibration": {"safety_cross_fitted": {**safety, "precision": 0.875, "recall": 0.35}}})
+    with StageRun(tmp_path / "rm_helpfulness", "reward", Cfg()) as run:
+        atomic_write_json(run.folder / "eval.json", {"kind": "helpfulness", "toyworld": {"per_rating": {}, "safety": safety}})
+    index = build_report(tmp_path)
+    table = re.search(r'<table id="safety_gate">(.*?)</table>', index.read_text()).group(1)
+    assert table.count("<tr>") == 3 and "rm_helpfulness" not in table  # header, toyworld, cross-fitted
+    assert "<td>0.900</td><td>0.400</td><td>600 (80 unsafe)</td><td>0.200</td><td>1.000</td><td>0.890</td><td>0.550</td>" in table
+    assert "<td>0.875</td><td>0.350</td>" in table
+    md = (index.parent / "summary.md").read_text()
+    assert "| safety RM | pairs | threshold | calibrated | precision | recall |" in md and "| 0.890 | 0.550 |" in md
+
+
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed (.ci/run installs it)")
 def test_report_opens_in_headless_chromium(tmp_path):
     make_run(tmp_path)
