@@ -16,6 +16,7 @@ from core.config import StrictModel
 from core.generation import SamplingConfig
 from core.models import DType
 from core.sources import PromptSourceSpec, is_toyworld
+from core.tracking import ReportTo
 
 
 class StageRef(StrictModel):
@@ -113,6 +114,9 @@ class PipelineConfig(StrictModel):
     evaluation: EvaluationSpec = EvaluationSpec()
     seed: int = 0
     report: bool = True
+    # Every stage's `report_to` (tensorboard, wandb, mlflow; core.tracking) when set;
+    # empty (the default): each stage preset's own.
+    report_to: ReportTo = ()
 
     @model_validator(mode="after")
     def _check(self) -> PipelineConfig:

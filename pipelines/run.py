@@ -42,6 +42,7 @@ from core.io import atomic_write_json, write_jsonl
 from core.model_paths import check_config_models
 from core.models import DType
 from core.run import StageRun
+from core.tracking import check_report_to
 from pipelines.config import EvaluationSpec, PipelineConfig, RefreshSpec, StageRef
 
 log = logging.getLogger("pipelines")
@@ -267,6 +268,11 @@ class Pipeline:
         log.info("pipeline: %s done in %.0f s", name, self.timings[name])
         return result
 
+    @property
+    def tracking(self) -> dict[str, list[str]]:
+        """The pipeline's `report_to`, wired into every stage's config when it is set."""
+        return {"report_to": list(self.config.report_to)} if self.config.report_to else {}
+
     def _write_summary(self) -> None:
         atomic_write_json(self.root / "summary.json", {"versions": self.rows, "timings_s": self.timings})
 
@@ -295,6 +301,7 @@ class Pipeline:
             "model.name": self.config.base_model,
             "output_dir": str(self.root / "sft"),
             "eval.enabled": False,  # the pipeline evaluates every version the same way
+            **self.tracking,
         }, where="sft")
 
     def reward_config(self, kind: str, init_model: Path, folder: Path, extra_pairs: list[Path] = ()):
@@ -304,7 +311,7 @@ class Pipeline:
 
         ref = self.config.reward
         overrides = deep_merge(nest(ref.overrides), nest(ref.kind_overrides.get(kind, {})))
-        wiring = {"kind": kind, "init_model": str(init_model), "output_dir": str(folder / f"rm_{kind}")}
+        wiring = {"kind": kind, "init_model": str(init_model), "output_dir": str(folder / f"rm_{kind}"), **self.tracking}
         if extra_pairs:
             base_data = overrides.get("data", read_yaml(ref.preset).get("data", [{"source": "toyworld"}]))
             wiring["data"] = [*base_data, *({"source": str(path)} for path in extra_pairs)]
@@ -325,6 +332,7 @@ class Pipeline:
             "pool_dirs": [str(p) for p in pool],
             "output_dir": str(self.root / version / "rs"),
             "eval.enabled": False,
+            **self.tracking,
         }
         # A preset that restarts the fine-tune from the SFT model (Llama 2's choice) names
         # its own run's path; in a pipeline that is this run's SFT model.
@@ -339,6 +347,7 @@ class Pipeline:
             "output_dir": str(self.root / version / "ppo"),
             "model.policy": str(policy),
             **self.rm_wiring(rms),
+            **self.tracking,
         }, where=f"{version}.ppo")
 
     def gatt_config(self, policy: Path, rms: dict[str, Path]):
@@ -346,7 +355,7 @@ class Pipeline:
 
         assert self.config.gatt is not None
         return stage_config(GattConfig, self.config.gatt, {
-            "model": str(policy), "output_dir": str(self.root / "gatt"), **self.rm_wiring(rms),
+            "model": str(policy), "output_dir": str(self.root / "gatt"), **self.rm_wiring(rms), **self.tracking,
         }, where="gatt")
 
     def stage_configs(self) -> list[tuple[str, Any]]:
@@ -368,6 +377,8 @@ class Pipeline:
         if c.gatt is not None:
             configs.append(("gatt", self.gatt_config(model, rms)))
         self.check_defaults_follow_the_data(configs)
+        for where, stage in configs:  # a sink's missing package, before the first stage trains
+            check_report_to(getattr(stage, "report_to", ()), key=f"{where}.report_to")
         return configs
 
     def check_defaults_follow_the_data(self, configs: list[tuple[str, Any]]) -> None:

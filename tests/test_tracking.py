@@ -330,3 +330,25 @@ def test_push_to_hub_failure_keeps_the_stage_complete(tmp_path, monkeypatch):
             run.add_output("model", tmp_path / "model")
     assert json.loads((tmp_path / "manifest.json").read_text())["status"] == "completed"
     assert not (tmp_path / ".lock").exists()
+
+
+# -- a pipeline-level report_to ------------------------------------------------------------
+def test_pipeline_report_to_reaches_every_stage_and_checks_packages(monkeypatch):
+    from ppo.config import PPOConfig
+    from pipelines.config import PipelineConfig
+    from pipelines.run import Pipeline
+
+    if "report_to" not in PPOConfig.model_fields:
+        pytest.skip("ppo/config.py has no report_to yet: the pipeline's smoke preset runs PPO")
+    config = load_config(PipelineConfig, CONFIGS / "pipelines" / "smoke.yaml", ["report_to=[wandb, tensorboard]"])
+    stages = Pipeline(config).stage_configs()
+    assert len(stages) >= 5 and all(stage.report_to == ("wandb", "tensorboard") for _, stage in stages)
+    assert all(stage.report_to == () for _, stage in Pipeline(load_config(
+        PipelineConfig, CONFIGS / "pipelines" / "smoke.yaml")).stage_configs())  # unset: each preset's own
+
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"key 'sft.report_to': wandb is not installed"):
+        Pipeline(config).stage_configs()
