@@ -296,3 +296,98 @@ def test_config_init_model_and_strictness():
         load_config(RSConfig, SMOKE, ["kk=3"])
     with pytest.raises(ConfigError, match="finetune.epochs"):
         load_config(RSConfig, SMOKE, ["finetune.epochs=two"])
+
+
+def test_finetune_learns_only_the_last_assistant_turn_token_by_token(tmp_path):
+    """A 2-turn RS target (user, assistant, user, the sampled answer) and a 2-turn replayed
+    demonstration (split into one row per answer), through the SFT config the RS
+    fine-tune uses: labels are -100 everywhere but the last answer and its end-of-turn token."""
+    from core.chat import IGNORE_INDEX, render
+    from core.models import load_tokenizer
+    from rejection_sampling.core import last_turn_rows
+    from rejection_sampling.sample import best_record, finetune_sft_config
+    from sft.data import build_sft_dataset
+
+    prompt = [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue."},
+              {"role": "user", "content": "Another one?"}]
+    target = best_record({"prompt_id": "p", "messages": prompt, "response": "Green.", "reward": 0.5, "iteration": 1,
+                          "sample_index": 0})
+    demo = [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi!"},
+            {"role": "user", "content": "Again."}, {"role": "assistant", "content": "Hello!"}]
+    rows = [target, *({"messages": m, "id": f"replay-{i}"} for i, m in enumerate(last_turn_rows(demo)))]
+    write_jsonl(tmp_path / "data.jsonl", rows)
+    config = load_config(RSConfig, SMOKE, ["reward_models.helpfulness=h", "reward_models.safety=s"])
+    sft_config = finetune_sft_config(config, tmp_path / "data.jsonl", tmp_path / "sft")
+    assert sft_config.data.learn == "last"
+    tokenizer = load_tokenizer("embedded:tiny-llama")
+    examples, report = build_sft_dataset(sft_config, tokenizer)
+    assert report.n_kept == 3
+    for example, row in zip(examples, rows):
+        messages = row["messages"]
+        context = tokenizer(render(tokenizer, messages[:-1], add_generation_prompt=True), add_special_tokens=False)["input_ids"]
+        ids, labels = example["input_ids"], example["labels"]
+        assert ids[:len(context)] == context  # the prompt (earlier answers included) is a prefix ...
+        assert labels[:len(context)] == [IGNORE_INDEX] * len(context)  # ... and learns nothing
+        answer = ids[len(context):]
+        end = answer.index(tokenizer.eos_token_id) + 1
+        assert labels[len(context):len(context) + end] == answer[:end]  # every answer token, its end-of-turn one too
+        assert labels[len(context) + end:] == [IGNORE_INDEX] * (len(answer) - end)  # the template's newline after it
+        answer = answer[:end]
+        assert tokenizer.decode([t for t in answer if t != tokenizer.eos_token_id]).strip().startswith(messages[-1]["content"])
+    # the first assistant turn of the target ("Blue.") is in the input but not learned
+    blue = tokenizer("Blue.", add_special_tokens=False)["input_ids"]
+    learned = [t for t in examples[0]["labels"] if t != IGNORE_INDEX]
+    assert not any(learned[i:i + len(blue)] == blue for i in range(len(learned)))
+
+
+def test_control_arms_temperature_probe_and_held_back_replay(rms, tmp_path):
+    """One run with both control arms, a temperature grid and replay that excludes a
+    demonstration file: every arm is fine-tuned and evaluated on the same prompts, and
+    eval.json holds RS minus each, paired, with standard errors."""
+    from core.sources import toyworld_sft_examples
+
+    seen = toyworld_sft_examples(6, 1)  # what replay.seed=1 would draw first: now excluded
+    write_jsonl(tmp_path / "sft_train.jsonl", seen)
+    out = tmp_path / "rs"
+    run(_config(rms, out, "prompts.n=4", "k=2", "control_arms=[best_of_1, replay_only]", "replay.n=2",
+                f"replay.exclude=[{tmp_path / 'sft_train.jsonl'}]", "temperature_grid=[0.7, 1.3]",
+                "temperature_probe_prompts=2", "eval.n_prompts=4"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    probe = json.loads((out / "temperature_probe.json").read_text())
+    assert [p["temperature"] for p in probe["grid"]] == [0.7, 1.3]
+    gaps = {p["temperature"]: p["gap"] for p in probe["grid"]}
+    assert probe["chosen"] == max(gaps, key=lambda t: (gaps[t], -t)) == manifest["temperature"]
+    assert {r["temperature"] for r in read_samples(out)} == {probe["chosen"]}
+    replay = [row for row in read_jsonl(out / "finetune_data.jsonl") if row["id"].startswith("replay-")]
+    from rejection_sampling.core import user_turns
+
+    assert len(replay) == 2 and not {user_turns(r["messages"]) for r in replay} & {user_turns(e["messages"]) for e in seen}
+    assert manifest["pool"]["replay"]["n_candidates_seen_in_sft"] >= 6
+    assert read_jsonl(out / "arms" / "replay_only" / "finetune_data.jsonl") == replay
+    best_of_1 = read_jsonl(out / "arms" / "best_of_1" / "finetune_data.jsonl")
+    assert best_of_1[len(best_of_1) - 2:] == replay and all(r["sample_index"] == 0 for r in best_of_1[:-2])
+    for arm in ("best_of_1", "replay_only"):
+        assert (out / "arms" / arm / "sft" / "model" / "config.json").is_file()
+    result = json.loads((out / "eval.json").read_text())
+    assert set(result["models"]) == {"before", "after", "best_of_1", "replay_only"}
+    assert set(result["controls"]) == {"rs_vs_best_of_1", "rs_vs_replay_only", "rs_vs_init"}
+    for comparison in result["controls"].values():
+        assert {"diff", "diff_stderr", "wins", "losses", "n"} <= set(comparison["rm_reward"])
+        assert comparison["gold_combined"]["n"] == result["prompts"]["n"]
+    # RS vs init is RS's own paired difference against the start (init = the policy here)
+    assert result["controls"]["rs_vs_init"]["rm_reward"]["diff"] == pytest.approx(result["paired"]["after"]["rm_reward"]["diff"])
+
+
+def test_config_refuses_inconsistent_new_keys():
+    from core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="replay.n > 0"):
+        load_config(RSConfig, SMOKE, ["control_arms=[replay_only]"])
+    with pytest.raises(ConfigError, match="finetune_enabled"):
+        load_config(RSConfig, SMOKE, ["control_arms=[best_of_1]", "finetune_enabled=false"])
+    with pytest.raises(ConfigError, match="temperature_grid"):
+        load_config(RSConfig, SMOKE, ["temperature_grid=[0.0, 1.0]"])
+    with pytest.raises(ConfigError, match="'replay_toyworld' is now 'replay.n'"):
+        load_config(RSConfig, SMOKE, ["replay_toyworld=3"])
+    with pytest.raises(ConfigError, match="distributed"):
+        load_config(RSConfig, SMOKE, ["distributed=zero3"])
