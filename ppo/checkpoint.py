@@ -3,7 +3,7 @@
 OUT/checkpoints/iter-000040/
     policy.safetensors     trainable policy weights (all weights, or the policy adapter)
     critic.safetensors     trainable critic weights (body and head, or adapter and head)
-    optimizer.pt           AdamW state (identical on every process)
+    optimizer.pt           AdamW state (whole tensors: gathered from the shards under FSDP2)
     rng-rank{r}.pt         torch, python `random` and numpy RNG states of process r
     state.json             iteration, score RunningMoments, data position, eval history,
                            early-stopping counters; written last
@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from core.diskspace import checkpoint_bytes, ensure_free_space
 from core.io import atomic_write_json
@@ -34,17 +35,44 @@ STATE = "state.json"
 
 
 def _tensors(params: dict[str, torch.nn.Parameter]) -> dict[str, torch.Tensor]:
-    return {name: p.detach().contiguous().cpu() for name, p in params.items()}
+    """Whole CPU copies of `params`; an FSDP2 shard is gathered first, so every process
+    must call this together."""
+    return {name: (p.full_tensor() if isinstance(p, DTensor) else p).detach().contiguous().cpu() for name, p in params.items()}
 
 
 def load_params(params: dict[str, torch.nn.Parameter], path: Path) -> None:
+    """Copy whole saved tensors into `params`; an FSDP2 parameter keeps only its own shard
+    (every process reads the file, nothing is sent)."""
     saved = load_file(str(path))
     if set(saved) != set(params):
         missing, unexpected = sorted(set(params) - set(saved)), sorted(set(saved) - set(params))
         raise RuntimeError(f"{path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     with torch.no_grad():
         for name, p in params.items():
-            p.copy_(saved[name].to(p.device, p.dtype))
+            value = saved[name].to(p.device, p.dtype)
+            if isinstance(p, DTensor):
+                p.to_local().copy_(distribute_tensor(value, p.device_mesh, p.placements, src_data_rank=None).to_local())
+            else:
+                p.copy_(value)
+
+
+def optimizer_state(models, optimizer) -> dict:
+    """The optimizer's state with whole tensors (collective under FSDP2, keyed by
+    parameter name there; by position otherwise)."""
+    if not models.sharded:
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    return get_optimizer_state_dict(models.actor_critic, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_optimizer_state(models, optimizer, state: dict) -> None:
+    if not models.sharded:
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(models.actor_critic, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
 
 def rng_state() -> dict:
@@ -84,13 +112,15 @@ def save_checkpoint(accelerator, folder: Path, iteration: int, models, optimizer
     # every process checks (one file system in a single-node run), so none waits for a failed writer
     trainable = [*models.policy_params.values(), *models.critic_params.values()]
     ensure_free_space(folder, checkpoint_bytes(trainable, trainable), f"PPO checkpoint of iteration {iteration}")
+    policy, critic = _tensors(models.policy_params), _tensors(models.critic_params)  # every process: gathers
+    optim_state = optimizer_state(models, optimizer)
     if accelerator.is_main_process:
         folder.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        save_file(_tensors(models.policy_params), str(tmp / "policy.safetensors"))
-        save_file(_tensors(models.critic_params), str(tmp / "critic.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        save_file(policy, str(tmp / "policy.safetensors"))
+        save_file(critic, str(tmp / "critic.safetensors"))
+        torch.save(optim_state, tmp / "optimizer.pt")
     accelerator.wait_for_everyone()
     torch.save(rng_state(), tmp / f"rng-rank{accelerator.process_index}.pt")
     accelerator.wait_for_everyone()
@@ -110,7 +140,7 @@ def load_checkpoint(accelerator, path: Path, models, optimizer) -> dict:
     state = json.loads((path / STATE).read_text(encoding="utf-8"))
     load_params(models.policy_params, path / "policy.safetensors")
     load_params(models.critic_params, path / "critic.safetensors")
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=accelerator.device, weights_only=True))
+    load_optimizer_state(models, optimizer, torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))  # the optimizer moves it to its parameters
     rng_file = path / f"rng-rank{accelerator.process_index}.pt"
     if rng_file.is_file():  # absent when resuming with more processes than the checkpoint had
         set_rng_state(torch.load(rng_file, weights_only=True))
@@ -119,12 +149,13 @@ def load_checkpoint(accelerator, path: Path, models, optimizer) -> dict:
 
 def save_best(accelerator, folder: Path, iteration: int, models) -> None:
     """Write the policy as the best so far: new folder complete first, then swap."""
+    policy = _tensors(models.policy_params)  # every process: gathers
     if accelerator.is_main_process:
         best, tmp, old = folder / "best", folder / ".tmp-best", folder / ".old-best"
         folder.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        save_file(_tensors(models.policy_params), str(tmp / "policy.safetensors"))
+        save_file(policy, str(tmp / "policy.safetensors"))
         atomic_write_json(tmp / "best.json", {"iteration": iteration})
         shutil.rmtree(old, ignore_errors=True)
         if best.exists():

@@ -10,10 +10,12 @@ Precision: `model.dtype` is the COMPUTE dtype. The weights the optimizer updates
 mode, are stored in bfloat16). Plain AdamW on bf16 weights would round steps of 1e-6
 away (0.95 % of the weights changed over 8 steps in the paper config, 99.98 % in fp32).
 
-Batch sizes are GLOBAL: under `accelerate launch --num_processes N` each process
-rolls out, scores and trains on `batch_size / N` prompts and `minibatch_size / N`
-samples per minibatch (see `ppo/train.py` for how the split keeps the N-process run
-equal to the one-process run).
+Batch sizes are GLOBAL: on N processes (`torchrun --nproc_per_node N -m ppo ...` or
+`accelerate launch --num_processes N -m ppo ...`) each process rolls out, scores and
+trains on `batch_size / N` prompts and `minibatch_size / N` samples per minibatch (see
+`ppo/rollout.py` for how the split keeps the N-process run equal to the one-process
+run). `distributed` picks the engine: ddp (whole models, DDP averages gradients) or
+fsdp2 (policy, critic and reference sharded per decoder layer); core/distributed.py.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from core.config import StrictModel
+from core.distributed import DistributedMode
 from core.evaluation import HeldoutEval, check_heldout_source
 from core.generation import SamplingConfig
 from core.models import DType, LoraSettings
@@ -180,6 +183,9 @@ class PPOConfig(StrictModel):
     # checkpoint; the next run resumes. For tests of resumption.
     stop_after_iteration: int | None = None
     seed: int = 0
+    # none: one process; ddp: torch DDP through accelerate (whole models on every
+    # process); fsdp2: policy, critic and reference sharded with fully_shard.
+    distributed: DistributedMode = "ddp"
     tensorboard: bool = False
     progress: bool = True
 
@@ -208,6 +214,9 @@ class PPOConfig(StrictModel):
                 f"model.critic_init: helpfulness_rm starts the critic from the helpfulness RM's score, "
                 f"which does not predict reward.kind {self.reward.kind}; set critic_init: policy"
             )
+        if self.distributed == "fsdp2" and self.model.memory == "lora":
+            raise ValueError("distributed: fsdp2 shards whole models; with model.memory: lora use distributed: ddp "
+                             "(the base is frozen and shared, only the adapters are trained)")
         if self.model.dtype == "float16":
             raise ValueError(
                 "model.dtype: float16 compute needs loss scaling, which the PPO loop does not do; "

@@ -25,6 +25,7 @@ Conventions used by every function here:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -51,7 +52,21 @@ def _check_contiguous(mask: torch.Tensor) -> None:
         raise ValueError(f"mask rows {rows} have holes; each row's real tokens must be contiguous")
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+Reduce = Callable[[torch.Tensor], torch.Tensor]
+"""Sums a tensor over every process of a launch (``accelerator.reduce(t, "sum")``). The
+whole-batch statistics below take one: with it, ``x`` is this process's share and the
+statistic is the one of all shares together; without it, of ``x`` alone."""
+
+
+def _sum_counts(total: torch.Tensor, count: torch.Tensor, reduce: Reduce | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum, count), summed over processes in float64 when ``reduce`` is given."""
+    if reduce is None:
+        return total, count
+    summed = reduce(torch.stack([total.double(), count.double()]))
+    return summed[0].to(total.dtype), summed[1]
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None, reduce: Reduce | None = None) -> torch.Tensor:
     """Mean of ``x`` over the real (mask != 0) entries.
 
     Args:
@@ -59,6 +74,7 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
         mask: same shape as ``x``, float or bool.
         dim: None for one mean over all real entries (0-d result), or the dimension to
             reduce (e.g. ``dim=1`` gives a (B,) per-sequence mean).
+        reduce: with ``dim=None``, sums over processes: the mean of every process's real entries.
 
     Returns:
         0-d tensor (dim=None) or ``x`` reduced over ``dim``. With ``dim`` given, a row
@@ -68,15 +84,15 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
     m = _bool_mask(x, mask)
     total = torch.where(m, x, torch.zeros_like(x))
     if dim is None:
-        count = m.sum()
+        total, count = _sum_counts(total.sum(), m.sum(), reduce)
         if count == 0:
             raise ValueError("masked_mean: the mask has no real entries")
-        return total.sum() / count
+        return total / count
     count = m.sum(dim=dim)
     return total.sum(dim=dim) / count.clamp_min(1)
 
 
-def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
+def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True, reduce: Reduce | None = None) -> torch.Tensor:
     """Variance of ``x`` over the real entries, as TRL / lm-human-preferences compute it.
 
     ``unbiased=True`` applies Bessel's correction n / (n - 1) with n = number of real
@@ -85,6 +101,7 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> to
     Args:
         x: any shape, e.g. (B, T).
         mask: same shape, float or bool.
+        reduce: sums over processes: the variance of every process's real entries.
 
     Returns:
         0-d tensor.
@@ -93,10 +110,10 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> to
         ValueError: with no real entry, or exactly one when ``unbiased``.
     """
     m = _bool_mask(x, mask)
-    mean = masked_mean(x, m)
-    var = masked_mean((x - mean) ** 2, m)
+    mean = masked_mean(x, m, reduce=reduce)
+    var = masked_mean((x - mean) ** 2, m, reduce=reduce)
     if unbiased:
-        n = m.sum()
+        _, n = _sum_counts(torch.zeros((), dtype=x.dtype), m.sum(), reduce)
         if n == 1:
             raise ValueError("masked_var: one real entry, the unbiased variance is undefined")
         var = var * n / (n - 1)
@@ -104,7 +121,7 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> to
 
 
 def masked_whiten(
-    x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = _WHITEN_EPS
+    x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = _WHITEN_EPS, reduce: Reduce | None = None
 ) -> torch.Tensor:
     """Whiten ``x`` with the mean and unbiased variance of its real entries only.
 
@@ -114,14 +131,15 @@ def masked_whiten(
     Args:
         x: (B, T) (any shape works).
         mask: same shape, float or bool.
+        reduce: sums over processes: whiten with the statistics of the whole batch.
 
     Returns:
         Same shape as ``x``; masked-out entries are 0 (unlike TRL, which leaves them
         with whitened garbage), so they cannot leak into a later unmasked sum.
     """
     m = _bool_mask(x, mask)
-    mean = masked_mean(x, m)
-    var = masked_var(x, m, unbiased=True)
+    mean = masked_mean(x, m, reduce=reduce)
+    var = masked_var(x, m, unbiased=True, reduce=reduce)
     out = (x - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         out = out + mean
@@ -588,7 +606,7 @@ def entropy_from_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
 
 
 def explained_variance(
-    values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor
+    values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, reduce: Reduce | None = None
 ) -> torch.Tensor:
     """``1 - Var(R - V) / Var(R)`` over real tokens: 1 is a perfect critic, 0 a constant.
 
@@ -597,13 +615,14 @@ def explained_variance(
 
     Args:
         values, returns, mask: (B, T).
+        reduce: sums over processes: the variances of the whole batch.
 
     Returns:
         0-d tensor.
     """
     m = _bool_mask(values, mask, "values")
-    var_returns = masked_var(returns, m, unbiased=False)
-    var_residual = masked_var(returns - values, m, unbiased=False)
+    var_returns = masked_var(returns, m, unbiased=False, reduce=reduce)
+    var_residual = masked_var(returns - values, m, unbiased=False, reduce=reduce)
     if var_returns == 0:
         return torch.full_like(var_returns, math.nan)
     return 1.0 - var_residual / var_returns

@@ -25,6 +25,16 @@ weights (the reference, the lora base) are stored in the compute dtype, so in
 separate mode the first KL is not exactly 0 (the policy's norms and embeddings run in
 float32, the reference's in bf16: 5e-4 nats per 6-token answer on the tiny model).
 
+Distributed (`distributed` in the config, core/distributed.py): the policy and the
+critic are trained through ONE module, `ActorCritic`, whose forward returns both the
+policy's logits and the critic's values, so one backward trains both and the engine
+synchronises their gradients in it. `ddp`: that module goes through
+`accelerator.prepare` (torch DDP). `fsdp2`: the policy, the critic and the frozen
+reference are each sharded per decoder layer with `fully_shard`; the reward models
+stay whole on every process (they are frozen, run only forwards, and at bf16 are the
+smaller share of the memory plan, core/memory_plan.py). Generation runs inside
+`core.distributed.gathered` (whole weights, no collectives per token).
+
 `PPOModels` only runs forwards; the loop owns the optimizer and the steps.
 """
 
@@ -37,6 +47,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from core.distributed import check_launch, gathered, shard_fsdp2
 from core.errors import ConfigError, ModelLoadError
 from core.models import load_causal_lm, load_tokenizer, resolve_model_path, torch_dtype
 
@@ -90,6 +101,27 @@ def _new_head(hidden: int, dtype, device) -> nn.Linear:
     return head
 
 
+class ActorCritic(nn.Module):
+    """The trained networks as one module: forward -> (policy logits, critic values).
+
+    DDP and FSDP2 synchronise gradients in the backward of the module they wrap, and DDP
+    allows one forward per backward; the loop runs policy and critic together here.
+    In lora mode both are adapters of one base, switched inside the forward.
+    """
+
+    def __init__(self, models: PPOModels):
+        super().__init__()
+        self.policy = models.policy
+        self.critic = models.critic
+        self._models = [models]  # a list: not registered as a submodule twice
+
+    def forward(self, input_ids, attention_mask, position_ids, keep: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T) ids -> ((B, T or keep, V) logits, (B, T) values)."""
+        models = self._models[0]
+        logits = models.policy_logits(input_ids, attention_mask, position_ids, keep=keep)
+        return logits, models.values(input_ids, attention_mask, position_ids)
+
+
 @dataclass
 class PPOModels:
     """Policy, reference and critic, and the parameters the optimizer trains.
@@ -107,6 +139,9 @@ class PPOModels:
     critic_params: dict[str, nn.Parameter] = field(default_factory=dict)
     compute_dtype: torch.dtype | None = None  # autocast dtype (None: float32, no autocast)
     keeps_logits: bool = False  # the causal LM takes `logits_to_keep` (then only response logits are computed)
+    actor_critic: ActorCritic | None = None  # policy and critic as one module (set by `prepare_distributed`)
+    trainer: nn.Module | None = None  # what the training forward calls: actor_critic, or its DDP wrapper
+    sharded: bool = False  # FSDP2: each process holds a shard of policy, critic and reference
 
     def autocast(self):
         """The context every rollout and training forward runs in: autocast to the
@@ -156,6 +191,14 @@ class PPOModels:
         with self._adapter(CRITIC_ADAPTER):
             return self.critic(input_ids, attention_mask, position_ids)
 
+    def train_forward(self, input_ids, attention_mask, position_ids, keep: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Policy logits and critic values in one forward of the (wrapped) trained module."""
+        return self.trainer(input_ids, attention_mask, position_ids, keep=keep)
+
+    def gathered_policy(self):
+        """A context inside which the policy generates with whole weights (`core.distributed.gathered`)."""
+        return gathered(self.policy)
+
     # -- weights -------------------------------------------------------------
     def trainable(self) -> list[nn.Parameter]:
         return [*self.policy_params.values(), *self.critic_params.values()]
@@ -167,6 +210,28 @@ class PPOModels:
         self.policy.delete_adapter(CRITIC_ADAPTER)
         # Merged in float32: the adapter's small update would round away in a bf16 base.
         return self.policy.to(torch.float32).merge_and_unload()
+
+
+def prepare_distributed(models: PPOModels, accelerator, mode: str) -> PPOModels:
+    """Put the trained networks on `mode`'s engine (see the module docstring); the
+    optimizer must be built afterwards, over `models.trainable()` (FSDP2 replaces every
+    parameter by its shard). In place; returns `models`."""
+    check_launch(mode, accelerator.num_processes)
+    if mode == "fsdp2" and accelerator.num_processes > 1:
+        if models.mode == "lora":
+            raise ConfigError("distributed: fsdp2 shards whole models; with model.memory: lora use distributed: ddp")
+        device_type = accelerator.device.type
+        for module in (models.policy, models.critic, models.reference):  # the critic's root unit holds its value head
+            shard_fsdp2(module, device_type)
+        models.sharded = True
+        models.policy_params = dict(models.policy.named_parameters())
+        models.critic_params = dict(models.critic.named_parameters())
+    models.actor_critic = ActorCritic(models)
+    if mode == "ddp" and accelerator.num_processes > 1:
+        models.trainer = accelerator.prepare_model(models.actor_critic)
+    else:
+        models.trainer = models.actor_critic
+    return models
 
 
 MASTER_DTYPE = "float32"  # every weight an optimizer updates

@@ -1,8 +1,8 @@
 """Small helpers of the PPO loop: the typed rollout record, sharding, forwards, reductions.
 
-Multi-process equality (why the helpers look the way they do). A run under
-`accelerate launch --num_processes N` must take the same optimizer step as one
-process with the same global batch:
+Multi-process equality (why the helpers look the way they do). A run on N processes
+(`distributed: ddp` or `fsdp2`, see core/distributed.py) must take the same optimizer
+step as one process with the same global batch:
 
 * rollouts: the global batch is cut into fixed-size chunks; chunk c is generated
   with seed `base + c` and process r takes chunks r, r+N, r+2N, ... So the union of
@@ -12,28 +12,30 @@ process with the same global batch:
   chunk. A global minibatch is therefore the same set of samples for any N, and
   each process holds minibatch_size / N of it.
 * statistics: score whitening gathers every process's scores first; advantage
-  whitening all-reduces sums (`global_masked_whiten`).
-* losses: each process's token-mean loss is weighted by its share of the global
-  token count of the minibatch, and gradients are SUMMED over processes
-  (`allreduce_gradients`), so the step follows the global token mean, not a mean of
-  per-process means. This is DDP's averaging done explicitly: the loop runs the
-  policy and the critic (two adapters of one base in lora mode) as separate forwards
-  before a step, which DDP's hooks do not support.
+  whitening and explained variance are `ppo.core`'s functions with a `reduce`
+  (`process_sum`) that sums their sums and counts over processes.
+* losses: each process's token-mean loss is weighted by N times its share of the
+  global token count of the minibatch; DDP and FSDP2 AVERAGE gradients over the N
+  processes in the backward, so the step follows the global token mean, not a mean
+  of per-process means.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 
 from core.errors import NumericError
+from ppo.core import Reduce
 
 
-@dataclass
+@dataclass(frozen=True)
 class Rollout:
     """One process's share of a PPO batch. Rows are samples; R = response length.
+
+    Immutable: each step of the loop returns a new record with its fields added
+    (`rollout.with_(...)`), so a field means the same thing wherever it is read.
 
     prompts:        B toyworld prompt records ({"messages", "category", ...})
     texts:          B decoded responses
@@ -48,6 +50,7 @@ class Rollout:
     values:         (B, R) critic values at rollout time
     rm_reward:      (B,) R_c, Llama 2's gated RM probability (None when the reward is a function)
     reward:         (B,) the raw reward of `reward.kind` (R_c, one RM's probability, or a function's value)
+    score_logit:    (B,) LOGIT(reward) for an RM probability, the value itself for a function: the score before WHITEN
     scores:         (B,) WHITEN(LOGIT(R_c)) (or WHITEN of the function's value), with the
                     missing-EOS penalty: the sequence score
     kl:             (B, R) per-token KL estimate (0 on padding)
@@ -69,6 +72,7 @@ class Rollout:
     values: torch.Tensor | None = None
     rm_reward: torch.Tensor | None = None
     reward: torch.Tensor | None = None
+    score_logit: torch.Tensor | None = None
     scores: torch.Tensor | None = None
     kl: torch.Tensor | None = None
     rewards: torch.Tensor | None = None
@@ -78,28 +82,25 @@ class Rollout:
     def __len__(self) -> int:
         return len(self.prompts)
 
+    def with_(self, **fields_to_set) -> Rollout:
+        """A copy with these fields set."""
+        return replace(self, **fields_to_set)
+
     def select(self, rows: torch.Tensor) -> Rollout:
         """The sub-rollout of `rows`, with padding columns that no row uses trimmed."""
+        keep_p = int(self.query_mask[rows].sum(1).max())
+        keep_r = int(self.response_mask[rows].sum(1).max())
         picked = {}
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, torch.Tensor):
-                picked[f.name] = value[rows]
+                value = value[rows]
+                if value.dim() == 2:
+                    value = value[:, value.shape[1] - keep_p:] if f.name.startswith("query") else value[:, :keep_r]
             elif isinstance(value, list):
-                picked[f.name] = [value[i] for i in rows.tolist()]
-            else:
-                picked[f.name] = value
-        part = Rollout(**picked)
-        keep_p = int(part.query_mask.sum(1).max())
-        keep_r = int(part.response_mask.sum(1).max())
-        for f in fields(part):
-            value = getattr(part, f.name)
-            if isinstance(value, torch.Tensor) and value.dim() == 2:
-                if f.name.startswith("query"):
-                    setattr(part, f.name, value[:, value.shape[1] - keep_p:])
-                else:
-                    setattr(part, f.name, value[:, :keep_r])
-        return part
+                value = [value[i] for i in rows.tolist()]
+            picked[f.name] = value
+        return Rollout(**picked)
 
 
 # ----------------------------------------------------------------- sharding
@@ -206,37 +207,20 @@ def micro_batches(n: int, size: int) -> list[torch.Tensor]:
 # ---------------------------------------------------------- distributed sums
 
 
+def process_sum(accelerator) -> Reduce | None:
+    """The `reduce` of `ppo.core`'s whole-batch statistics: accelerate's sum over
+    processes, or None (this process's data is the whole batch)."""
+    if accelerator.num_processes == 1:
+        return None
+    return lambda t: accelerator.reduce(t.to(accelerator.device), reduction="sum").cpu()
+
+
 def global_sum(accelerator, *values: float | torch.Tensor) -> list[float]:
     """Sum scalars over processes (float64)."""
     t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=accelerator.device)
     if accelerator.num_processes > 1:
         t = accelerator.reduce(t, reduction="sum")
     return t.tolist()
-
-
-def global_masked_whiten(accelerator, x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """`ppo.core.masked_whiten` with mean and unbiased variance over ALL processes' real tokens."""
-    m = mask.bool()
-    zeros = torch.zeros_like(x)
-    total, count = global_sum(accelerator, torch.where(m, x, zeros).double().sum(), m.sum())
-    mean = total / count
-    (sq,) = global_sum(accelerator, torch.where(m, (x.double() - mean) ** 2, zeros.double()).sum())
-    var = sq / (count - 1)
-    return torch.where(m, (x - mean) / math.sqrt(var + eps), zeros)
-
-
-def allreduce_gradients(accelerator, params: list[torch.nn.Parameter]) -> None:
-    """Sum gradients over processes in one flat buffer (a missing grad counts as 0)."""
-    if accelerator.num_processes == 1:
-        return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1).to(torch.float32) for g in grads])
-    flat = accelerator.reduce(flat, reduction="sum")
-    offset = 0
-    for p, g in zip(params, grads):
-        n = g.numel()
-        p.grad = flat[offset:offset + n].view_as(p).to(p.dtype)
-        offset += n
 
 
 def check_finite(accelerator, what: str, iteration: int, *tensors: torch.Tensor) -> None:

@@ -15,9 +15,11 @@ bfloat16 `model.dtype` is autocast around the forwards (`ppo/models.py`).
 
 The pure math is in `ppo/core.py` (unit-tested against hand-computed numbers), the
 gated scoring service in `reward/gated.py`, the held-out evaluation in
-`core/evaluation.py` (shared with every stage), models in `ppo/models.py`, sharding and distributed sums
-in `ppo/rollout.py` (its docstring explains why an N-process run takes the same step
-as a one-process run), checkpoints in `ppo/checkpoint.py`.
+`core/evaluation.py` (shared with every stage), models and their distributed engine
+(`distributed: ddp|fsdp2`) in `ppo/models.py`, the rollout record and sharding in
+`ppo/rollout.py` (its docstring explains why an N-process run takes the same step as a
+one-process run), checkpoints in `ppo/checkpoint.py`. Each iteration is three steps:
+`collect` (roll out, score, forwards, GAE), `update` (PPO epochs), `log_row`.
 
 Outputs in `output_dir`: `model/` (the final, or best held-out, policy as a Hugging Face
 folder, LoRA merged), `checkpoints/`, `eval.json` (the shared evaluation on held-out
@@ -34,49 +36,53 @@ import math
 import random
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
 from accelerate.utils import gather_object
+from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 
+from core.distributed import check_launch, full_state_dict, local_fraction, make_accelerator
 from core.errors import RLHFError
 from core.evaluation import answer_prompts, compare, model_summary, paired_comparison, score_answers
 from core.generation import generate_batch
 from core.io import atomic_write_json
 from core.model_paths import check_config_models
-from core.models import resolve_model_path, save_model
+from core.models import load_causal_lm, resolve_model_path, save_model
 from core.run import StageRun
 from core.sources import describe_source, gold_judge, is_toyworld, load_prompt_source, source_name
 from ppo.checkpoint import latest_checkpoint, load_best, load_checkpoint, save_best, save_checkpoint
 from ppo.config import PPOConfig
 from ppo.core import (
+    Reduce,
     RunningMoments,
     adaptive_kl_beta,
     entropy_from_logits,
+    explained_variance,
     gae,
     logprobs_from_logits,
+    masked_whiten,
     missing_eos_scores,
     per_token_rewards,
     policy_loss,
     value_loss,
 )
-from ppo.models import build_models
+from ppo.models import build_models, prepare_distributed
 from ppo.rewards import TrainingReward, load_reward_function
 from ppo.rollout import (
     Rollout,
-    allreduce_gradients,
     check_finite,
     concat_chunks,
-    global_masked_whiten,
     global_sum,
     iteration_prompts,
     micro_batches,
     minibatch_rows,
     model_inputs,
     my_chunks,
+    process_sum,
     response_logits,
     response_slice,
 )
@@ -183,19 +189,6 @@ def _rollout_forwards(models, rollout: Rollout, micro: int, temperature: float) 
     return logprobs.to(device), ref_logprobs.to(device), values.to(device), entropy_sum
 
 
-def global_explained_variance(accelerator, values, returns, mask) -> float:
-    """`ppo.core.explained_variance` over all processes' real tokens (population variances)."""
-    m = mask.bool()
-
-    def var(x):
-        s, c = global_sum(accelerator, x[m].double().sum(), m.sum())
-        (sq,) = global_sum(accelerator, ((x[m].double() - s / c) ** 2).sum())
-        return sq / c
-
-    var_returns = var(returns)
-    return math.nan if var_returns == 0 else 1.0 - var(returns - values) / var_returns
-
-
 def evaluate_heldout(models, tokenizer, heldout: list[dict], scorer: GatedScorer, config: PPOConfig,
                      reward: TrainingReward | None = None) -> tuple[dict, dict]:
     """The shared evaluation (`core.evaluation`) of the current policy on the held-out
@@ -209,7 +202,8 @@ def evaluate_heldout(models, tokenizer, heldout: list[dict], scorer: GatedScorer
     the same seeds and the same weights, so all of them take the same early-stopping
     decision without talking.
     """
-    answers = answer_prompts(models.for_generation(), tokenizer, heldout, config.eval.sampling, progress=False)
+    with models.gathered_policy() as policy:
+        answers = answer_prompts(policy, tokenizer, heldout, config.eval.sampling, progress=False)
     gold = gold_judge(config.eval.prompts)
     columns = score_answers(heldout, answers, scorer, gold)
     if reward is not None and reward.kind != "gated":
@@ -251,7 +245,8 @@ def heldout_row(evaluation: dict) -> dict:
 
 
 def run(config: PPOConfig) -> Path:
-    accelerator = Accelerator()
+    accelerator = make_accelerator()
+    check_launch(config.distributed, accelerator.num_processes)
     out = Path(config.output_dir)
     check_models(config)  # first: stage_inputs resolves the policy, and nothing may be written before
     stage = StageRun(out, "ppo", config, inputs=stage_inputs(config), tensorboard=config.tensorboard)
@@ -271,24 +266,47 @@ def run(config: PPOConfig) -> Path:
     return out / "model"
 
 
-def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout: list[dict]) -> None:
-    out = Path(config.output_dir)
-    ckpt_dir = out / "checkpoints"
-    main = accelerator.is_main_process
-    rank, world = accelerator.process_index, accelerator.num_processes
-    ppo, opt = config.ppo, config.optim
-    torch.manual_seed(config.seed)
-    random.seed(config.seed)
-    np.random.seed(config.seed)
+@dataclass
+class Loop:
+    """What every step of the loop shares, built once by `setup`."""
 
-    # ---- setup: models, reward models, optimizer, data, sharding ----------------------
+    config: PPOConfig
+    accelerator: object
+    models: object  # ppo.models.PPOModels
+    tokenizer: object
+    scorer: GatedScorer
+    reward_fn: TrainingReward
+    optimizer: torch.optim.Optimizer
+    chunk_ids: list[int]  # the global rollout chunks this process generates
+    n_chunks: int
+    n_minibatches: int
+    temperature: float  # the sampling temperature the log-probs are taken at
+    score_moments: RunningMoments
+    reduce: Reduce | None  # sums over processes (None: one process)
+    train_gold: object  # toyworld's judge of the training prompts, or None
+    critic_lr: float
+
+
+@dataclass(frozen=True)
+class CollectStats:
+    """What `collect` measured besides the rollout record."""
+
+    whiten_mean: float
+    whiten_std: float
+    entropy_sum: float  # token entropy summed over this process's real tokens
+    times: dict
+
+
+def setup(config: PPOConfig, accelerator) -> Loop:
+    """Models on `config.distributed`'s engine, the RMs, the training reward, the optimizer
+    (over float32 masters, built after sharding) and this process's share of the chunks."""
+    ppo, opt = config.ppo, config.optim
     device = accelerator.device
     models, tokenizer = build_models(config, device)
+    prepare_distributed(models, accelerator, config.distributed)
     scorer = GatedScorer(config.reward_models, device=str(device))
-    reward_fn = TrainingReward(config.reward, scorer)
-    train_gold = gold_judge(config.data.prompts)  # toyworld's judges only for toyworld's prompts
     critic_lr = opt.critic_learning_rate if opt.critic_learning_rate is not None else opt.learning_rate
-    optimizer = torch.optim.AdamW(  # over float32 masters (ppo/models.py checks)
+    optimizer = torch.optim.AdamW(
         [
             {"params": list(models.policy_params.values()), "lr": opt.learning_rate},
             {"params": list(models.critic_params.values()), "lr": critic_lr},
@@ -296,19 +314,203 @@ def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout:
         betas=tuple(opt.betas), eps=opt.eps, weight_decay=opt.weight_decay,
     )
     n_chunks = ppo.batch_size // ppo.chunk_size
-    n_minibatches = ppo.batch_size // ppo.minibatch_size
+    world = accelerator.num_processes
     if n_chunks % world:
         raise RLHFError(f"ppo.batch_size / ppo.chunk_size = {n_chunks} rollout chunks cannot be shared by {world} processes")
-    chunk_ids = my_chunks(n_chunks, rank, world)
-    temperature = config.sampling.temperature if config.sampling.temperature > 0 else 1.0
-    score_moments = RunningMoments()
+    return Loop(
+        config=config, accelerator=accelerator, models=models, tokenizer=tokenizer, scorer=scorer,
+        reward_fn=TrainingReward(config.reward, scorer), optimizer=optimizer,
+        chunk_ids=my_chunks(n_chunks, accelerator.process_index, world), n_chunks=n_chunks,
+        n_minibatches=ppo.batch_size // ppo.minibatch_size,
+        temperature=config.sampling.temperature if config.sampling.temperature > 0 else 1.0,
+        score_moments=RunningMoments(), reduce=process_sum(accelerator),
+        train_gold=gold_judge(config.data.prompts),  # toyworld's judges only for toyworld's prompts
+        critic_lr=critic_lr,
+    )
+
+
+def collect(loop: Loop, prompts: list[dict], iteration: int, beta: float) -> tuple[Rollout, CollectStats]:
+    """Steps 1-5: roll out this process's chunks, score, forwards, KL-shaped rewards, GAE."""
+    config, ppo, models, accelerator = loop.config, loop.config.ppo, loop.models, loop.accelerator
+    device = accelerator.device
+    times = {}
+
+    # 1. Roll out: this process's chunks of the global batch, each sampled in one
+    #    left-padded batch with the KV cache, seeded by its global chunk index.
+    t = time.perf_counter()
+    batch_prompts = iteration_prompts(prompts, ppo.batch_size, iteration, config.data.seed)
+    chunks = [batch_prompts[c * ppo.chunk_size:(c + 1) * ppo.chunk_size] for c in loop.chunk_ids]
+    with models.autocast(), models.gathered_policy() as policy:
+        generations = [
+            generate_batch(policy, loop.tokenizer, [p["messages"] for p in chunk], config.sampling,
+                           seed=config.sampling.seed + (iteration - 1) * loop.n_chunks + c)
+            for c, chunk in zip(loop.chunk_ids, chunks)
+        ]
+    rollout = concat_chunks(generations, chunks, loop.chunk_ids, ppo.chunk_size, loop.tokenizer.pad_token_id)
+    times["generate"] = time.perf_counter() - t
+
+    # 2. Score: R_c from both RMs and the gate (or reward.kind's reward); LOGIT;
+    #    WHITEN with statistics of the whole global batch (scores gathered from every
+    #    process first); the missing-EOS penalty on responses cut at the token limit.
+    t = time.perf_counter()
+    rewarded = loop.reward_fn(rollout.prompts, rollout.texts, f"iteration {iteration}")
+    raw_score = rewarded.score.to(device)
+    all_raw = accelerator.gather(raw_score) if accelerator.num_processes > 1 else raw_score
+    whitened, whiten_mean, whiten_std = whiten_scores(ppo.score_whitening, loop.score_moments, raw_score, all_raw)
+    rollout = rollout.with_(
+        reward=rewarded.raw.to(device),
+        rm_reward=rewarded.rm_reward.to(device) if rewarded.rm_reward is not None else None,
+        score_logit=raw_score,
+        scores=missing_eos_scores(whitened, rollout.finished, ppo.missing_eos_penalty, ppo.missing_eos_mode),
+    )
+    check_finite(accelerator, "reward", iteration, rollout.scores)
+    if iteration == 1 and config.model.critic_init == "helpfulness_rm":
+        # The RM head now predicts the whitened score (whitening's own eps keeps a
+        # batch of equal scores finite).
+        models.critic.rescale_(whiten_mean, math.sqrt(whiten_std**2 + 1e-8))
+    times["score"] = time.perf_counter() - t
+
+    # 3. Log-probs of the policy and the reference, values of the critic.
+    t = time.perf_counter()
+    logprobs, ref_logprobs, values, entropy_sum = rollout_forwards(models, rollout, ppo.micro_batch_size, loop.temperature)
+    mask = rollout.response_mask
+
+    # 4. Per-token KL penalty against π0; the score is added at the last response token.
+    rewards, kl = per_token_rewards(rollout.scores, logprobs, ref_logprobs, mask, beta, ppo.kl_estimator)
+    check_finite(accelerator, "per-token reward", iteration, torch.where(mask.bool(), rewards, 0.0))
+
+    # 5. GAE; returns = advantages + values; advantages whitened over the global batch.
+    advantages, returns = gae(rewards, values, mask, ppo.gamma, ppo.lam)
+    if ppo.whiten_advantages:
+        advantages = masked_whiten(advantages, mask, reduce=loop.reduce)
+    rollout = rollout.with_(logprobs=logprobs, ref_logprobs=ref_logprobs, values=values, rewards=rewards, kl=kl,
+                            advantages=advantages, returns=returns)
+    times["forward"] = time.perf_counter() - t
+    return rollout, CollectStats(whiten_mean, whiten_std, entropy_sum, times)
+
+
+def update(loop: Loop, rollout: Rollout, iteration: int) -> list[dict]:
+    """Step 6: PPO epochs over minibatches: clipped policy loss, clipped value loss, ONE
+    optimizer step per minibatch; returns each step's statistics (global means).
+
+    Each micro-batch's loss is weighted by N times its share of the minibatch's global
+    token count: the engine (DDP, FSDP2) averages gradients over the N processes in the
+    backward, so the step is the global token mean whatever N is.
+    """
+    config, ppo, models, accelerator = loop.config, loop.config.ppo, loop.models, loop.accelerator
+    world = accelerator.num_processes
+    step_stats = []
+    for epoch in range(ppo.ppo_epochs):
+        for rows in minibatch_rows(len(loop.chunk_ids), ppo.chunk_size, loop.n_minibatches, loop.chunk_ids, config.seed, iteration, epoch):
+            minibatch = rollout.select(rows)
+            (n_tokens,) = global_sum(accelerator, minibatch.response_mask.sum())
+            sums = dict.fromkeys(("pg_loss", "vf_loss", "clipfrac", "approx_kl", "vf_clipfrac"), 0.0)
+            micros = micro_batches(len(minibatch), ppo.micro_batch_size)
+            for i, micro in enumerate(micros):
+                part = minibatch.select(micro)
+                share = float(part.response_mask.sum()) / n_tokens
+                inputs = model_inputs(part.query_ids, part.query_mask, part.response_ids, part.response_mask)
+                p_width, r_width = part.query_ids.shape[1], part.response_ids.shape[1]
+                with gradient_sync(models, last=i == len(micros) - 1), models.autocast():
+                    logits, values = models.train_forward(*inputs, keep=r_width + 1)
+                    new_logprobs = logprobs_from_logits(response_logits(logits, r_width).float() / loop.temperature, part.response_ids)
+                    del logits
+                    pg_loss, pg_stats = policy_loss(new_logprobs, part.logprobs, part.advantages, part.response_mask, ppo.clip)
+                    vf_loss, vf_stats = value_loss(response_slice(values, p_width), part.values, part.returns, part.response_mask, ppo.value_clip)
+                    ((pg_loss + ppo.vf_coef * vf_loss) * share * world).backward()
+                for key, value in (("pg_loss", pg_loss), ("vf_loss", vf_loss), ("clipfrac", pg_stats["clipfrac"]),
+                                   ("approx_kl", pg_stats["approx_kl"]), ("vf_clipfrac", vf_stats["vf_clipfrac"])):
+                    sums[key] += float(value.detach()) * share
+            check_finite(accelerator, "loss", iteration, torch.tensor(list(sums.values())))
+            norms = clip_gradients(models, config.optim.grad_clip)
+            check_finite(accelerator, "gradient", iteration, *norms.values())
+            loop.optimizer.step()
+            loop.optimizer.zero_grad(set_to_none=True)
+            reduced = global_sum(accelerator, *sums.values())
+            step_stats.append({**dict(zip(sums, reduced)), **{k: float(v) for k, v in norms.items()}})
+    return step_stats
+
+
+def gradient_sync(models, last: bool):
+    """DDP all-reduces in every backward unless told not to: only the minibatch's last
+    micro-batch synchronises (the earlier ones accumulate locally). FSDP2 reduce-scatters
+    every micro-batch's gradients into the sharded ones, which is already correct."""
+    trainer = models.trainer
+    if not last and isinstance(trainer, torch.nn.parallel.DistributedDataParallel):
+        return trainer.no_sync()
+    return contextlib.nullcontext()
+
+
+def clip_gradients(models, grad_clip: float | None) -> dict[str, torch.Tensor]:
+    """Clip the policy's and the critic's gradients separately; returns their norms
+    before clipping (whole-model norms under FSDP2 too)."""
+    norms = {}
+    for name, params in (("policy", list(models.policy_params.values())), ("critic", list(models.critic_params.values()))):
+        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip is not None else float("inf"))
+        norms[f"grad_norm_{name}"] = norm.full_tensor() if isinstance(norm, DTensor) else norm
+    return norms
+
+
+def log_row(loop: Loop, rollout: Rollout, stats: CollectStats, step_stats: list[dict], beta: float) -> dict:
+    """Step 7: the iteration's metrics, global over every process's share of the batch."""
+    accelerator, mask = loop.accelerator, rollout.response_mask
+    world = accelerator.num_processes
+    all_prompts = gather_object(rollout.prompts) if world > 1 else rollout.prompts
+    all_texts = gather_object(rollout.texts) if world > 1 else rollout.texts
+    gold = loop.train_gold.metrics(all_prompts, all_texts) if loop.train_gold is not None else {}
+    real = mask.bool()
+    (n_seq, reward_sum, rm_sum, raw_sum, len_sum, kl_sum, n_tok, score_sum, value_sum, ret_sum, truncated_sum,
+     ent_sum) = global_sum(
+        accelerator, len(rollout), rollout.reward.sum(),
+        rollout.rm_reward.sum() if rollout.rm_reward is not None else 0.0, rollout.score_logit.sum(), mask.sum(),
+        rollout.kl.sum(), mask.sum(), rollout.scores.sum(),
+        torch.where(real, rollout.values, 0.0).sum(), torch.where(real, rollout.returns, 0.0).sum(),
+        (~rollout.finished).sum(), stats.entropy_sum,
+    )
+    return {
+        "reward_mean": reward_sum / n_seq,  # the raw reward of reward.kind, before LOGIT and whitening
+        **({"rm_reward": rm_sum / n_seq} if rollout.rm_reward is not None else {}),
+        "score_logit": raw_sum / n_seq,  # the score before whitening (LOGIT of an RM probability)
+        "score_whitened": score_sum / n_seq,  # after whitening and the missing-EOS penalty
+        "whiten_mean": stats.whiten_mean,
+        "whiten_std": stats.whiten_std,
+        "truncation_rate": truncated_sum / n_seq,  # responses cut at sampling.max_new_tokens
+        "kl": kl_sum / n_seq,  # sequence KL(π‖π0), summed over tokens
+        "kl_per_token": kl_sum / n_tok,
+        "beta": beta,
+        "non_score_reward": -beta * kl_sum / n_seq,
+        "entropy": ent_sum / n_tok,
+        "response_length": len_sum / n_seq,
+        "value_mean": value_sum / n_tok,
+        "return_mean": ret_sum / n_tok,
+        "explained_variance": float(explained_variance(rollout.values, rollout.returns, mask, reduce=loop.reduce)),
+        **{key: statistics.fmean(s[key] for s in step_stats) for key in step_stats[0]},
+        **{key: gold[key] for key in ("gold_helpfulness", "gold_safety", "gold_combined") if key in gold},
+        "lr": loop.config.optim.learning_rate,
+        "critic_lr": loop.critic_lr,
+        **{f"time_{k}": v for k, v in stats.times.items()},
+    }
+
+
+def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout: list[dict]) -> None:
+    out = Path(config.output_dir)
+    ckpt_dir = out / "checkpoints"
+    main = accelerator.is_main_process
+    ppo = config.ppo
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+
+    # ---- setup: models on the engine, reward models, optimizer, sharding -------------
+    loop = setup(config, accelerator)
+    models, tokenizer, scorer = loop.models, loop.tokenizer, loop.scorer
     state = {"evals": [], "best_iteration": None, "best_reward": None, "evals_since_best": 0, "stopped": False,
              "beta": ppo.beta}  # β changes only under the adaptive KL controller
     keep_best = config.eval.keep_best and config.eval.every > 0
     best_metric = keep_best_metric(config)
 
     def held_out_eval(iteration: int) -> dict:
-        summary, columns = evaluate_heldout(models, tokenizer, heldout, scorer, config, reward_fn)
+        summary, columns = evaluate_heldout(models, tokenizer, heldout, scorer, config, loop.reward_fn)
         result = {"iteration": iteration, **summary, "columns": columns}
         state["evals"].append(result)
         if beats_the_best(result, state, best_metric):
@@ -334,9 +536,9 @@ def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout:
                 f"{latest} was written by a run with another config (sections that differ: {', '.join(differ)}); "
                 "use a new output_dir, or delete its checkpoints/ to start over"
             )
-        saved = load_checkpoint(accelerator, latest, models, optimizer)
+        saved = load_checkpoint(accelerator, latest, models, loop.optimizer)
         start = saved["iteration"]
-        score_moments.load_state_dict(saved["score_moments"])
+        loop.score_moments.load_state_dict(saved["score_moments"])
         state.update({key: saved[key] for key in state})
         if main:
             metrics.truncate_after(start)
@@ -346,142 +548,23 @@ def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout:
             metrics.truncate_after(-1)  # rows of an earlier attempt that died before its first checkpoint
         before = held_out_eval(0)
         if main:
-            metrics.log(0, **heldout_row(before))
+            metrics.log(0, **heldout_row(before), **memory_row(models, accelerator))
 
-    # ---- the loop ------------------------------------------------------------------
+    # ---- the loop: collect, update, log ----------------------------------------------
     iteration = start
     remaining = range(start + 1, config.iterations + 1) if not state["stopped"] else range(0)  # stopped early before the kill
     bar = tqdm(remaining, initial=start, total=config.iterations, desc="ppo", disable=not (main and config.progress))
     for iteration in bar:
-        times = {}
         t0 = time.perf_counter()
-
-        # 1. Roll out: this process's chunks of the global batch, each sampled in one
-        #    left-padded batch with the KV cache, seeded by its global chunk index.
-        batch_prompts = iteration_prompts(prompts, ppo.batch_size, iteration, config.data.seed)
-        chunks = [batch_prompts[c * ppo.chunk_size:(c + 1) * ppo.chunk_size] for c in chunk_ids]
-        with models.autocast():
-            generations = [
-                generate_batch(models.for_generation(), tokenizer, [p["messages"] for p in chunk], config.sampling,
-                               seed=config.sampling.seed + (iteration - 1) * n_chunks + c)
-                for c, chunk in zip(chunk_ids, chunks)
-            ]
-        rollout = concat_chunks(generations, chunks, chunk_ids, ppo.chunk_size, tokenizer.pad_token_id)
-        times["generate"] = time.perf_counter() - t0
-
-        # 2. Score: R_c from both RMs and the gate (or reward.kind's reward); LOGIT;
-        #    WHITEN with statistics of the whole global batch (scores gathered from every
-        #    process first); the missing-EOS penalty on responses cut at the token limit.
-        t = time.perf_counter()
-        rewarded = reward_fn(rollout.prompts, rollout.texts, f"iteration {iteration}")
-        rollout.reward = rewarded.raw.to(device)
-        rollout.rm_reward = rewarded.rm_reward.to(device) if rewarded.rm_reward is not None else None
-        raw_score = rewarded.score.to(device)
-        all_raw = accelerator.gather(raw_score) if world > 1 else raw_score
-        whitened, whiten_mean, whiten_std = whiten_scores(ppo.score_whitening, score_moments, raw_score, all_raw)
-        rollout.scores = missing_eos_scores(whitened, rollout.finished, ppo.missing_eos_penalty, ppo.missing_eos_mode)
-        check_finite(accelerator, "reward", iteration, rollout.scores)
-        if iteration == 1 and config.model.critic_init == "helpfulness_rm":
-            # The RM head now predicts the whitened score (whitening's own eps keeps a
-            # batch of equal scores finite).
-            models.critic.rescale_(whiten_mean, math.sqrt(whiten_std**2 + 1e-8))
-        times["score"] = time.perf_counter() - t
-
-        # 3. Log-probs of the policy and the reference, values of the critic.
-        t = time.perf_counter()
-        rollout.logprobs, rollout.ref_logprobs, rollout.values, entropy_sum = rollout_forwards(models, rollout, ppo.micro_batch_size, temperature)
-        mask = rollout.response_mask
-
-        # 4. Per-token KL penalty against π0; the score is added at the last response token.
         beta = state["beta"]
-        rollout.rewards, rollout.kl = per_token_rewards(rollout.scores, rollout.logprobs, rollout.ref_logprobs, mask, beta, ppo.kl_estimator)
-        check_finite(accelerator, "per-token reward", iteration, torch.where(mask.bool(), rollout.rewards, 0.0))
-
-        # 5. GAE; returns = advantages + values; advantages whitened over the global batch.
-        advantages, rollout.returns = gae(rollout.rewards, rollout.values, mask, ppo.gamma, ppo.lam)
-        rollout.advantages = global_masked_whiten(accelerator, advantages, mask) if ppo.whiten_advantages else advantages
-        times["forward"] = time.perf_counter() - t
-
-        # 6. PPO epochs over minibatches: clipped policy loss, clipped value loss,
-        #    ONE optimizer step per minibatch. Losses are weighted by each part's
-        #    share of the minibatch's global token count; gradients are summed over
-        #    processes, so the step is the global token mean whatever the process count.
+        rollout, stats = collect(loop, prompts, iteration, beta)
         t = time.perf_counter()
-        step_stats = []
-        for epoch in range(ppo.ppo_epochs):
-            for rows in minibatch_rows(len(chunk_ids), ppo.chunk_size, n_minibatches, chunk_ids, config.seed, iteration, epoch):
-                minibatch = rollout.select(rows)
-                (n_tokens,) = global_sum(accelerator, minibatch.response_mask.sum())
-                sums = dict.fromkeys(("pg_loss", "vf_loss", "clipfrac", "approx_kl", "vf_clipfrac"), 0.0)
-                for micro in micro_batches(len(minibatch), ppo.micro_batch_size):
-                    part = minibatch.select(micro)
-                    weight = float(part.response_mask.sum()) / n_tokens
-                    inputs = model_inputs(part.query_ids, part.query_mask, part.response_ids, part.response_mask)
-                    p_width, r_width = part.query_ids.shape[1], part.response_ids.shape[1]
-                    with models.autocast():
-                        logits = response_logits(models.policy_logits(*inputs, keep=r_width + 1), r_width).float() / temperature
-                    new_logprobs = logprobs_from_logits(logits, part.response_ids)
-                    del logits
-                    pg_loss, pg_stats = policy_loss(new_logprobs, part.logprobs, part.advantages, part.response_mask, ppo.clip)
-                    (pg_loss * weight).backward()
-                    with models.autocast():
-                        new_values = response_slice(models.values(*inputs), p_width)
-                    vf_loss, vf_stats = value_loss(new_values, part.values, part.returns, part.response_mask, ppo.value_clip)
-                    (ppo.vf_coef * vf_loss * weight).backward()
-                    for key, value in (("pg_loss", pg_loss), ("vf_loss", vf_loss), ("clipfrac", pg_stats["clipfrac"]),
-                                       ("approx_kl", pg_stats["approx_kl"]), ("vf_clipfrac", vf_stats["vf_clipfrac"])):
-                        sums[key] += float(value.detach()) * weight
-                check_finite(accelerator, "loss", iteration, torch.tensor(list(sums.values())))
-                allreduce_gradients(accelerator, models.trainable())
-                norms = {}
-                for name, params in (("policy", list(models.policy_params.values())), ("critic", list(models.critic_params.values()))):
-                    max_norm = opt.grad_clip if opt.grad_clip is not None else float("inf")
-                    norms[f"grad_norm_{name}"] = torch.nn.utils.clip_grad_norm_(params, max_norm)
-                check_finite(accelerator, "gradient", iteration, *norms.values())
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                reduced = global_sum(accelerator, *sums.values())
-                step_stats.append({**dict(zip(sums, reduced)), **{k: float(v) for k, v in norms.items()}})
-        times["train"] = time.perf_counter() - t
-
-        # 7. Log (global means over every process's share of the batch).
-        all_prompts = gather_object(rollout.prompts) if world > 1 else rollout.prompts
-        all_texts = gather_object(rollout.texts) if world > 1 else rollout.texts
-        gold = train_gold.metrics(all_prompts, all_texts) if train_gold is not None else {}
-        (n_seq, reward_sum, rm_sum, raw_sum, len_sum, kl_sum, ent_sum, n_tok, score_sum, value_sum, ret_sum,
-         truncated_sum) = global_sum(
-            accelerator, len(rollout), rollout.reward.sum(),
-            rollout.rm_reward.sum() if rollout.rm_reward is not None else 0.0, raw_score.sum(), mask.sum(),
-            rollout.kl.sum(), entropy_sum, mask.sum(), rollout.scores.sum(),
-            torch.where(mask.bool(), rollout.values, 0.0).sum(), torch.where(mask.bool(), rollout.returns, 0.0).sum(),
-            (~rollout.finished).sum(),
-        )
+        step_stats = update(loop, rollout, iteration)
+        stats.times["train"] = time.perf_counter() - t
+        row = log_row(loop, rollout, stats, step_stats, beta)
+        row["time_total"] = time.perf_counter() - t0
         if ppo.kl_target is not None:  # the adaptive controller sets the next iteration's β
-            state["beta"] = adaptive_kl_beta(beta, kl_sum / n_seq, ppo.kl_target, ppo.kl_horizon, ppo.batch_size)
-        row = {
-            "reward_mean": reward_sum / n_seq,  # the raw reward of reward.kind, before LOGIT and whitening
-            **({"rm_reward": rm_sum / n_seq} if rollout.rm_reward is not None else {}),
-            "score_logit": raw_sum / n_seq,  # the score before whitening (LOGIT of an RM probability)
-            "score_whitened": score_sum / n_seq,  # after whitening and the missing-EOS penalty
-            "whiten_mean": whiten_mean,
-            "whiten_std": whiten_std,
-            "truncation_rate": truncated_sum / n_seq,  # responses cut at sampling.max_new_tokens
-            "kl": kl_sum / n_seq,  # sequence KL(π‖π0), summed over tokens
-            "kl_per_token": kl_sum / n_tok,
-            "beta": beta,
-            "non_score_reward": -beta * kl_sum / n_seq,
-            "entropy": ent_sum / n_tok,
-            "response_length": len_sum / n_seq,
-            "value_mean": value_sum / n_tok,
-            "return_mean": ret_sum / n_tok,
-            "explained_variance": global_explained_variance(accelerator, rollout.values, rollout.returns, mask),
-            **{key: statistics.fmean(s[key] for s in step_stats) for key in step_stats[0]},
-            **{key: gold[key] for key in ("gold_helpfulness", "gold_safety", "gold_combined") if key in gold},
-            "lr": opt.learning_rate,
-            "critic_lr": critic_lr,
-            **{f"time_{k}": v for k, v in times.items()},
-            "time_total": time.perf_counter() - t0,
-        }
+            state["beta"] = adaptive_kl_beta(beta, row["kl"], ppo.kl_target, ppo.kl_horizon, ppo.batch_size)
         if config.eval.every > 0 and (iteration % config.eval.every == 0 or iteration == config.iterations):
             row.update(heldout_row(held_out_eval(iteration)))
         if main:
@@ -490,9 +573,9 @@ def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout:
 
         # Checkpoint (after every check of this iteration has passed).
         if iteration % config.checkpoint_every == 0 or iteration == config.iterations or state["stopped"]:
-            save_checkpoint(accelerator, ckpt_dir, iteration, models, optimizer, {
+            save_checkpoint(accelerator, ckpt_dir, iteration, models, loop.optimizer, {
                 **state,
-                "score_moments": score_moments.state_dict(),
+                "score_moments": loop.score_moments.state_dict(),
                 "config": resume_key(config),
                 "data": {"seed": config.data.seed, "n_prompts": len(prompts), "next_position": iteration * ppo.batch_size},
             })
@@ -515,10 +598,10 @@ def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout:
     if chosen in evals:
         after = evals[chosen]
     else:
-        summary, columns = evaluate_heldout(models, tokenizer, heldout, scorer, config, reward_fn)
+        summary, columns = evaluate_heldout(models, tokenizer, heldout, scorer, config, loop.reward_fn)
         after = {"iteration": chosen, **summary, "columns": columns}
+    save_policy(config, models, tokenizer, out / "model", main)
     if main:
-        save_model(models.merged_policy(), tokenizer, out / "model")
         before = evals[0]
         # The shared evaluation's layout (core.evaluation.evaluate_models), plus the history.
         atomic_write_json(out / "eval.json", {
@@ -535,3 +618,33 @@ def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout:
         })
         print(f"ppo: model: {out / 'model'} (iteration {chosen})")
     accelerator.wait_for_everyone()
+
+
+def memory_row(models, accelerator) -> dict:
+    """How the launch holds the trained models: processes, and the share of each model's
+    parameters this (the main) process stores (about 1/N under FSDP2, 1 otherwise)."""
+    shares = {"num_processes": accelerator.num_processes,
+              "param_share_policy": local_fraction(models.policy),
+              "param_share_critic": local_fraction(models.critic)}
+    if models.reference is not None:
+        shares["param_share_reference"] = local_fraction(models.reference)
+    return shares
+
+
+def save_policy(config: PPOConfig, models, tokenizer, folder: Path, main: bool) -> None:
+    """OUT/model: the policy as a Hugging Face folder (LoRA merged). Under FSDP2 every
+    process gathers the whole weights and the main one writes them into a fresh copy of
+    the initial model (a sharded module cannot save itself)."""
+    if not models.sharded:
+        if main:
+            save_model(models.merged_policy(), tokenizer, folder)
+        return
+    state = full_state_dict(models.policy)  # every process: gathers
+    if main:
+        whole = load_causal_lm(config.model.policy, dtype="float32", device="cpu")
+        missing, unexpected = whole.load_state_dict(state, strict=False)
+        tied = {name for name in missing if whole.config.tie_word_embeddings and name.endswith("lm_head.weight")}
+        if set(missing) - tied or unexpected:
+            raise RLHFError(f"ppo: the gathered policy does not match {config.model.policy}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        save_model(whole, tokenizer, folder)
+

@@ -200,13 +200,13 @@ def ppo_fault(monkeypatch, kind: str) -> str:
 
         monkeypatch.setattr(ppo.train, "value_loss", value_loss)
         return "non-finite loss at iteration 2"
-    original_allreduce = ppo.train.allreduce_gradients
+    original_clip = ppo.train.clip_gradients
 
-    def allreduce(accelerator, params):
-        original_allreduce(accelerator, params)
-        poison_first_gradient(params)
+    def clip_gradients(models, grad_clip):
+        poison_first_gradient(models.trainable())
+        return original_clip(models, grad_clip)
 
-    monkeypatch.setattr(ppo.train, "allreduce_gradients", allreduce)
+    monkeypatch.setattr(ppo.train, "clip_gradients", clip_gradients)
     return "non-finite gradient at iteration 2"
 
 

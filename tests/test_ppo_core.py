@@ -471,3 +471,29 @@ def test_explained_variance_by_hand():
     values = torch.tensor([[0.0, 2.0, 3.0, 4.0, -7.0]])
     close(explained_variance(values, returns, mask), 0.85)
     assert math.isnan(explained_variance(values, torch.ones_like(returns), mask).item())
+
+
+# ------------------------------------------------ statistics over several processes
+
+
+def two_identical_processes(t: torch.Tensor) -> torch.Tensor:
+    """The `reduce` of a launch whose two processes hold the same share: the sum is twice."""
+    return 2 * t
+
+
+def test_whole_batch_statistics_with_a_reduce_are_those_of_all_shares():
+    # Two processes each holding X (with mask M) are one batch of [X; X]: same mean,
+    # but the unbiased variance divides by 2n - 1 = 5, not n - 1 = 2.
+    x = torch.tensor([[1.0, 2.0, 0.0], [4.0, 0.0, 0.0]])
+    m = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    both_x, both_m = torch.cat([x, x]), torch.cat([m, m])
+    close(masked_mean(x, m, reduce=two_identical_processes), 7 / 3)
+    # deviations from 7/3: -4/3, -1/3, 5/3 -> squares 16/9 + 1/9 + 25/9 = 42/9, twice = 84/9
+    close(masked_var(x, m, reduce=two_identical_processes), (84 / 9) / 5)
+    close(masked_var(x, m, unbiased=False, reduce=two_identical_processes), (84 / 9) / 6)
+    torch.testing.assert_close(masked_whiten(x, m, reduce=two_identical_processes), masked_whiten(both_x, both_m)[:2])
+    values = torch.tensor([[0.5, 1.0, 9.0], [3.0, 9.0, 9.0]])
+    close(explained_variance(values, x, m, reduce=two_identical_processes),
+          float(explained_variance(torch.cat([values, values]), both_x, both_m)))
+    # Without a reduce the share is the whole batch: n - 1 = 2.
+    close(masked_var(x, m), (42 / 9) / 2)

@@ -162,7 +162,10 @@ def test_rollout_record_logprobs_and_score_placement(tmp_path, rms):
     assert rollout.index.tolist() == [0, 1, 2, 3]
     assert rollout.query_ids.shape == rollout.query_mask.shape
     assert rollout.response_ids.shape == rollout.response_mask.shape
-    rollout.logprobs, rollout.ref_logprobs, rollout.values, _ = rollout_forwards(models, rollout, 3, 1.0)
+    logprobs, ref_logprobs, values, _ = rollout_forwards(models, rollout, 3, 1.0)
+    rollout = rollout.with_(logprobs=logprobs, ref_logprobs=ref_logprobs, values=values)
+    with pytest.raises(AttributeError):  # the record is immutable: each step returns a new one
+        rollout.logprobs = logprobs
 
     # The log-probs of the left-padded batch are those of each sequence alone:
     # position ids follow the attention mask, as in `generate`.
@@ -178,10 +181,11 @@ def test_rollout_record_logprobs_and_score_placement(tmp_path, rms):
     assert torch.equal(rollout.logprobs, rollout.ref_logprobs)
 
     # Score placement: -β·KL on every response token, the score on the last one only.
-    rollout.scores = torch.tensor([1.0, -2.0, 3.0, 0.5])
-    rollout.logprobs = rollout.logprobs + 0.1 * rollout.response_mask  # a known KL of 0.1 per token
+    rollout = rollout.with_(scores=torch.tensor([1.0, -2.0, 3.0, 0.5]),
+                            logprobs=rollout.logprobs + 0.1 * rollout.response_mask)  # a known KL of 0.1 per token
     beta = 0.05
-    rollout.rewards, rollout.kl = per_token_rewards(rollout.scores, rollout.logprobs, rollout.ref_logprobs, rollout.response_mask, beta)
+    rewards, kl = per_token_rewards(rollout.scores, rollout.logprobs, rollout.ref_logprobs, rollout.response_mask, beta)
+    rollout = rollout.with_(rewards=rewards, kl=kl)
     for row in range(len(rollout)):
         n_resp = int(rollout.response_mask[row].sum())
         expected = torch.full((rollout.response_ids.shape[1],), 0.0)
@@ -332,24 +336,65 @@ def test_killed_subprocess_resumes_to_the_same_weights(tmp_path, rms, reference_
 # ------------------------------------------------------------- multi-process
 
 
-def test_two_processes_take_the_same_steps_as_one(tmp_path, rms, reference_run):
-    out = tmp_path / "ppo"
-    # `accelerate launch --cpu --num_processes 2` starts ONE process in accelerate 1.x
-    # (its simple launcher; multi-CPU needs mpirun). The elastic launcher with
-    # ACCELERATE_USE_CPU starts two gloo processes, which this test checks it got.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "ppo", *overrides(out, rms)]
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
+def assert_same_steps_as_one_process(out: Path, reference_run: Path, share: float) -> None:
+    """A 2-process run took the one-process run's steps, and each process held `share`
+    of the policy's, critic's and reference's parameters."""
     state = json.loads(next((out / "checkpoints").glob("iter-*/state.json")).read_text())
     assert state["num_processes"] == 2
     ours, theirs = metric_rows(out), metric_rows(reference_run)
+    assert ours[0]["num_processes"] == 2 and theirs[0]["num_processes"] == 1
+    for model in ("policy", "critic", "reference"):
+        assert ours[0][f"param_share_{model}"] == pytest.approx(share, abs=1e-3), model
     assert sorted(ours) == sorted(theirs)
     for step in (1, 2, 3):
         for key in TRAIN_KEYS:
             assert ours[step][key] == pytest.approx(theirs[step][key], rel=1e-4, abs=1e-5), (step, key)
     assert_same_weights(out, reference_run, atol=1e-5)
+    trained, initial = weights(out), initial_weights()
+    assert any(not torch.equal(trained[k], initial[k]) for k in trained), "nothing trained"
+
+
+def initial_weights() -> dict[str, torch.Tensor]:
+    from core.models import load_causal_lm
+
+    return {name: p.detach() for name, p in load_causal_lm("embedded:tiny-llama").state_dict().items()}
+
+
+def test_ddp_on_two_processes_takes_the_same_steps_as_one(tmp_path, rms, reference_run):
+    """distributed: ddp (the default) through `accelerate launch`: whole models, DDP averages gradients."""
+    out = tmp_path / "ppo"
+    # `accelerate launch --cpu --num_processes 2` starts ONE process in accelerate 1.16
+    # (its simple launcher needs mpirun for more). `--multi_gpu` with ACCELERATE_USE_CPU
+    # starts two gloo processes, which this test checks it got.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "ppo", *overrides(out, rms, distributed="ddp")]
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert_same_steps_as_one_process(out, reference_run, share=1.0)
+
+
+def test_fsdp2_on_two_processes_shards_and_takes_the_same_steps_as_one(tmp_path, rms, reference_run):
+    """distributed: fsdp2 under torchrun (the smoke config): each process holds half of
+    every model, and the weights after training equal the one-process run's."""
+    out = tmp_path / "ppo"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "ppo",
+           "--config", str(REPO / "configs" / "ppo" / "smoke.yaml"), *overrides(out, rms, distributed="fsdp2")]
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert_same_steps_as_one_process(out, reference_run, share=0.5)
+
+
+def test_distributed_keys_are_checked(tmp_path, rms):
+    from core.distributed import check_launch
+    from core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="distributed: none runs one process"):
+        check_launch("none", 2)
+    check_launch("none", 1)
+    with pytest.raises(Exception, match="with model.memory: lora use distributed: ddp"):
+        config_for(tmp_path / "ppo", rms, distributed="fsdp2", **{"model.memory": "lora"})
 
 
 # ------------------------------------------------------------- early stopping
