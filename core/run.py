@@ -192,13 +192,12 @@ class StageRun:
         inputs: Mapping[str, str | os.PathLike | None] | None = None,
         report_to: tuple[str, ...] | list[str] = (),
         push_to_hub: str | None = None,
-        tensorboard: bool = False,  # the old spelling of report_to=["tensorboard"]; until PPO passes report_to
     ):
         self.folder = Path(folder)
         self.stage = stage
         self.config = config
         self.inputs = dict(inputs or {})
-        self.report_to = tuple(dict.fromkeys([*report_to, *(["tensorboard"] if tensorboard else [])]))
+        self.report_to = tuple(dict.fromkeys(report_to))
         check_report_to(self.report_to)
         self.push_to_hub = push_to_hub
         self.outputs: dict[str, str] = {}

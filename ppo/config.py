@@ -30,6 +30,7 @@ from core.evaluation import HeldoutEval, check_heldout_source
 from core.generation import SamplingConfig
 from core.models import DType, LoraSettings
 from core.sources import PromptSourceSpec
+from core.tracking import ReportTo
 from reward.gated import RewardModelsSection
 
 # Old spellings -> the keys every stage now shares (the error names the new one).
@@ -186,7 +187,8 @@ class PPOConfig(StrictModel):
     # none: one process; ddp: torch DDP through accelerate (whole models on every
     # process); fsdp2: policy, critic and reference sharded with fully_shard.
     distributed: DistributedMode = "ddp"
-    tensorboard: bool = False
+    report_to: ReportTo = ()  # tensorboard, wandb, mlflow besides metrics.jsonl (core.tracking)
+    push_to_hub: str | None = None  # a hub repo id: OUT/model and its card are uploaded when the stage completes
     progress: bool = True
 
     @model_validator(mode="after")

@@ -122,7 +122,7 @@ def check_inputs(config: PPOConfig) -> tuple[list[dict], list[dict]]:
 
 
 # Settings that may change between a run and its resumption (they do not change the result).
-RESUMABLE_CHANGES = ("stop_after_iteration", "progress", "tensorboard", "iterations", "checkpoint_every")
+RESUMABLE_CHANGES = ("stop_after_iteration", "progress", "report_to", "push_to_hub", "iterations", "checkpoint_every")
 
 
 def resume_key(config: PPOConfig) -> dict:
@@ -249,7 +249,7 @@ def run(config: PPOConfig) -> Path:
     check_launch(config.distributed, accelerator.num_processes)
     out = Path(config.output_dir)
     check_models(config)  # first: stage_inputs resolves the policy, and nothing may be written before
-    stage = StageRun(out, "ppo", config, inputs=stage_inputs(config), tensorboard=config.tensorboard)
+    stage = StageRun(out, "ppo", config, inputs=stage_inputs(config), report_to=config.report_to, push_to_hub=config.push_to_hub)
     complete = stage.is_complete()
     if not complete:
         prompts, heldout = load_prompts(config)
