@@ -73,14 +73,18 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
 
 def shard_fsdp2(model: nn.Module, device_type: str) -> nn.Module:
     """`fully_shard` each decoder layer, then the whole model (the embeddings, the final
-    norm, the LM or value head, and tied weights together in the root unit). In place."""
+    norm, the LM or value head, and tied weights together in the root unit). In place.
+
+    Every unit, the root included, reshards after its forward: FSDP2 would otherwise keep
+    the root whole after a forward (it expects a backward), and a frozen model that only
+    scores would then hold its embeddings whole on every process for good."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
     mesh = init_device_mesh(device_type, (torch.distributed.get_world_size(),))
     for layer in decoder_layers(model):
-        fully_shard(layer, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+        fully_shard(layer, mesh=mesh, reshard_after_forward=True)
+    fully_shard(model, mesh=mesh, reshard_after_forward=True)
     return model
 
 

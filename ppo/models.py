@@ -30,9 +30,9 @@ critic are trained through ONE module, `ActorCritic`, whose forward returns both
 policy's logits and the critic's values, so one backward trains both and the engine
 synchronises their gradients in it. `ddp`: that module goes through
 `accelerator.prepare` (torch DDP). `fsdp2`: the policy, the critic and the frozen
-reference are each sharded per decoder layer with `fully_shard`; the reward models
-stay whole on every process (they are frozen, run only forwards, and at bf16 are the
-smaller share of the memory plan, core/memory_plan.py). Generation runs inside
+reference are each sharded per decoder layer with `fully_shard` (the loop shards the
+two reward models the same way: all five models, as core/memory_plan.py counts them).
+Generation runs inside
 `core.distributed.gathered` (whole weights, no collectives per token).
 
 `PPOModels` only runs forwards; the loop owns the optimizer and the steps.

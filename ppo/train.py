@@ -45,7 +45,7 @@ from accelerate.utils import gather_object
 from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 
-from core.distributed import check_launch, full_state_dict, local_fraction, make_accelerator
+from core.distributed import check_launch, full_state_dict, local_fraction, make_accelerator, shard_fsdp2
 from core.errors import RLHFError
 from core.evaluation import answer_prompts, compare, model_summary, paired_comparison, score_answers
 from core.generation import generate_batch
@@ -305,6 +305,9 @@ def setup(config: PPOConfig, accelerator) -> Loop:
     models, tokenizer = build_models(config, device)
     prepare_distributed(models, accelerator, config.distributed)
     scorer = GatedScorer(config.reward_models, device=str(device))
+    if models.sharded:  # every process scores the same number of batches (equal shares), so FSDP2's gathers line up
+        for rm in (scorer.helpfulness.model, scorer.safety.model):
+            shard_fsdp2(rm, device.type)
     critic_lr = opt.critic_learning_rate if opt.critic_learning_rate is not None else opt.learning_rate
     optimizer = torch.optim.AdamW(
         [
@@ -548,7 +551,7 @@ def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout:
             metrics.truncate_after(-1)  # rows of an earlier attempt that died before its first checkpoint
         before = held_out_eval(0)
         if main:
-            metrics.log(0, **heldout_row(before), **memory_row(models, accelerator))
+            metrics.log(0, **heldout_row(before), **memory_row(models, scorer, accelerator))
 
     # ---- the loop: collect, update, log ----------------------------------------------
     iteration = start
@@ -620,14 +623,15 @@ def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout:
     accelerator.wait_for_everyone()
 
 
-def memory_row(models, accelerator) -> dict:
-    """How the launch holds the trained models: processes, and the share of each model's
+def memory_row(models, scorer, accelerator) -> dict:
+    """How the launch holds the models: processes, and the share of each model's
     parameters this (the main) process stores (about 1/N under FSDP2, 1 otherwise)."""
     shares = {"num_processes": accelerator.num_processes,
               "param_share_policy": local_fraction(models.policy),
               "param_share_critic": local_fraction(models.critic)}
     if models.reference is not None:
         shares["param_share_reference"] = local_fraction(models.reference)
+    shares["param_share_reward_models"] = local_fraction(scorer.helpfulness.model)
     return shares
 
 

@@ -338,12 +338,12 @@ def test_killed_subprocess_resumes_to_the_same_weights(tmp_path, rms, reference_
 
 def assert_same_steps_as_one_process(out: Path, reference_run: Path, share: float) -> None:
     """A 2-process run took the one-process run's steps, and each process held `share`
-    of the policy's, critic's and reference's parameters."""
+    of the policy's, critic's, reference's and reward models' parameters."""
     state = json.loads(next((out / "checkpoints").glob("iter-*/state.json")).read_text())
     assert state["num_processes"] == 2
     ours, theirs = metric_rows(out), metric_rows(reference_run)
     assert ours[0]["num_processes"] == 2 and theirs[0]["num_processes"] == 1
-    for model in ("policy", "critic", "reference"):
+    for model in ("policy", "critic", "reference", "reward_models"):
         assert ours[0][f"param_share_{model}"] == pytest.approx(share, abs=1e-3), model
     assert sorted(ours) == sorted(theirs)
     for step in (1, 2, 3):
