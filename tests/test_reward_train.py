@@ -149,3 +149,28 @@ def test_training_writes_a_calibration_that_the_gate_reads(trained):
     scores = GatedScorer(section).score([{"messages": [{"role": "user", "content": "Hi"}], "category": "safety"}], ["Hello!"])
     raw = scores.safety_raw[0].item()
     assert scores.safety_prob[0].item() == pytest.approx(1 / (1 + math.exp(-(calibration.a * raw + calibration.b))), rel=1e-5)
+
+
+def test_cli_calibrates_an_existing_folder(trained, tmp_path, capsys):
+    """`rlhf reward calibrate`: an RM folder without calibration.json (an older run, your own
+    RM) gets one from held-out pairs; eval then reports calibrated figures."""
+    import shutil
+
+    from reward.calibration import read_calibration
+
+    _, model_dir = trained
+    folder = tmp_path / "rm"
+    shutil.copytree(model_dir, folder)
+    (folder / "calibration.json").unlink()
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": f"Question {i}?"}], "chosen": f"Answer {i}.",
+                                         "rejected": "No.", "rating": "better", "category": "helpfulness", "source": "test"}) + "\n"
+                             for i in range(6)))
+    assert reward_main(["calibrate", "--model", str(folder), "--kind", "helpfulness", "--data", str(pairs)]) == 0
+    calibration = read_calibration(folder)
+    assert (calibration.kind, calibration.basis, calibration.n, calibration.method) == ("helpfulness", "pairs", 12, "offset")
+    assert f"wrote {folder / 'calibration.json'}" in capsys.readouterr().out
+    assert reward_main(["eval", "--model", str(folder), "--data", str(pairs), "--out", str(tmp_path / "ev")]) == 0
+    assert json.loads((tmp_path / "ev" / "eval.json").read_text())["calibration"] == str(folder / "calibration.json")
+    with pytest.raises(SystemExit):  # --kind is required
+        reward_main(["calibrate", "--model", str(folder), "--data", str(pairs)])
