@@ -78,8 +78,8 @@ class GatedScores:
     """Scores of B answers.
 
     helpfulness_raw, safety_raw:   (B,) raw RM outputs
-    helpfulness_prob, safety_prob: (B,) σ(a·raw + b) with the RM's calibration, σ(raw) without
-    reward:                        (B,) Llama 2's R_c
+    helpfulness_prob, safety_prob: (B,) float64, σ(a·raw + b) with the RM's calibration, σ(raw) without
+    reward:                        (B,) float64, Llama 2's R_c
     from_safety:                   (B,) bool, True where R_c took the safety score
     """
 
@@ -168,9 +168,12 @@ class GatedScorer:
             if not torch.isfinite(batch.prob).all():
                 raise NumericError(f"non-finite {name} RM score{' at ' + where if where else ''}")
         is_safety = is_safety_prompt(prompts)
+        # float64: a calibrated probability of a clearly safe answer lies within 6e-8 of 1,
+        # which float32 rounds to 1.0 (ties in a best-of-K ranking)
+        helpful_prob, safety_prob = helpful.prob.double(), safety.prob.double()
         return GatedScores(
-            helpfulness_raw=helpful.raw, helpfulness_prob=helpful.prob.float(),
-            safety_raw=safety.raw, safety_prob=safety.prob.float(),
-            reward=llama2_reward(safety.prob.float(), helpful.prob.float(), is_safety, threshold=self.threshold),
-            from_safety=safety_gate(safety.prob.float(), is_safety, self.threshold),
+            helpfulness_raw=helpful.raw, helpfulness_prob=helpful_prob,
+            safety_raw=safety.raw, safety_prob=safety_prob,
+            reward=llama2_reward(safety_prob, helpful_prob, is_safety, threshold=self.threshold),
+            from_safety=safety_gate(safety_prob, is_safety, self.threshold),
         )

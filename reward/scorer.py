@@ -35,8 +35,8 @@ from core.errors import ModelLoadError
 
 @dataclass(frozen=True)
 class ScoreBatch:
-    """Scores of B responses: `raw` (B,) RM outputs, `prob` (B,) = sigma(raw), or
-    sigma(a * raw + b) from a scorer's calibration."""
+    """Scores of B responses: `raw` (B,) float32 RM outputs, `prob` (B,) = sigma(raw), or
+    sigma(a * raw + b) in float64 from a scorer's calibration."""
 
     raw: torch.Tensor
     prob: torch.Tensor
@@ -163,5 +163,7 @@ class RewardScorer:
             from core.errors import NumericError
 
             raise NumericError(f"reward model {self.path or '(in memory)'} produced a NaN or inf score")
-        prob = torch.sigmoid(raw) if self.calibration is None else self.calibration.prob(raw)
+        # float64 for a calibration: its offset can push safe answers to σ > 1 - 6e-8, where
+        # float32 rounds every one of them to 1.0 and a best-of-K ranking would see ties
+        prob = torch.sigmoid(raw) if self.calibration is None else self.calibration.prob(raw.double())
         return ScoreBatch(raw=raw, prob=prob)

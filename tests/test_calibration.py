@@ -230,3 +230,20 @@ def test_reward_models_section_key(tmp_path):
     assert load_config(RewardModelsSection, path, []).calibrated is False
     with pytest.raises(ConfigError, match="calibrated"):
         load_config(RewardModelsSection, path, ["calibrated=maybe"])
+
+
+def test_calibrated_probabilities_near_one_keep_their_order(rm_folders):
+    """An offset that puts safe answers at logit 20+ (σ within 2e-9 of 1, which float32
+    rounds to 1.0): the gate's probabilities still rank them (float64)."""
+    helpfulness, safety = rm_folders
+    answers = [ANSWER, "Bread needs flour, water and patience."]
+    plain = scorer(rm_folders, calibrated=False).score([PROMPT] * 2, answers)
+    low, high = sorted(plain.safety_raw.tolist())
+    assert low < high
+    write_calibration(safety, Calibration(a=1.0, b=20.0 - low, kind="safety"))
+    try:
+        calibrated = scorer(rm_folders).score([{**PROMPT, "category": "safety"}] * 2, answers)
+    finally:
+        (safety / CALIBRATION_FILE).unlink()
+    assert calibrated.reward.dtype == torch.float64 and (calibrated.reward < 1).all()
+    assert (calibrated.reward[0] > calibrated.reward[1]) == (plain.safety_raw[0] > plain.safety_raw[1])
