@@ -182,8 +182,11 @@ def _pair_accuracy(name: str, table: dict) -> list[str]:
             lines.append("")
     safety = table.get("safety")
     if isinstance(safety, dict):
+        paper = table.get("safety_paper") or {}
         lines.append(f"Safety at threshold {safety.get('threshold')}: precision {_num(safety.get('precision'))}, "
-                     f"recall {_num(safety.get('recall'))} (n = {safety.get('n')})")
+                     f"recall {_num(safety.get('recall'))} (n = {safety.get('n')}"
+                     + ("; calibrated probabilities, calibration.json" if safety.get("calibrated") else "")
+                     + (f"; Llama 2: {paper.get('precision')}, {paper.get('recall')}" if paper else "") + ")")
     return lines
 
 

@@ -144,6 +144,7 @@ def test_training_writes_a_calibration_that_the_gate_reads(trained):
     assert ev["calibration"]["file"] == str(model_dir / "calibration.json") and ev["calibration"]["a"] == calibration.a
     assert ev["toyworld"]["safety"]["calibrated"] is True and ev["toyworld"]["safety_paper"]["precision"] == 0.89
     assert json.loads((out / "manifest.json").read_text())["outputs"]["calibration"] == str(model_dir / "calibration.json")
+    assert "calibrated probabilities, calibration.json; Llama 2: 0.89, 0.55" in (model_dir / "README.md").read_text()
 
     section = RewardModelsSection(helpfulness=str(model_dir), safety=str(model_dir), device="cpu")
     scores = GatedScorer(section).score([{"messages": [{"role": "user", "content": "Hi"}], "category": "safety"}], ["Hello!"])
