@@ -1,5 +1,6 @@
 """`python -m benchmarks <name> [options]`: run one benchmark, print its table and
-append it to benchmarks/RESULTS.md. Names: generation, matmul, training, ppo, rs."""
+append it to benchmarks/RESULTS.md. Names: generation, matmul, training, ppo, rs,
+eval_precision."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ BENCHMARKS = {
     "training": "benchmarks.training",
     "ppo": "benchmarks.ppo",
     "rs": "benchmarks.rs",
+    "eval_precision": "benchmarks.eval_precision",
 }
 
 

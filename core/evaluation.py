@@ -16,6 +16,15 @@ gold breakdown when it applies). Every later model is compared with the first on
 wins/losses per metric, and the win rate judged by the reward models (share of
 prompts where its answer's R_c beats the start's; ties count half). A gain under
 two standard errors is no measured gain: `paired_comparison` says which.
+
+With `sampled: {samples_per_prompt: N, temperature: T}` each model also answers every
+prompt N times at temperature T (the training temperature), and the same columns
+come back as `sampled_<column>`: per prompt, the mean over its N samples, so a paired
+difference stays per prompt with its standard error over prompts. Sample round j of
+every model is drawn with the seed `sampled.seed + j * SEED_STRIDE` (+ the batch index,
+`core.generation`), and a model with the same tokenizer puts the same prompts in the
+same batch rows: every model sees the same random numbers on the same prompt (common
+random numbers), so the paired difference measures the models, not the dice.
 """
 
 from __future__ import annotations
@@ -35,6 +44,32 @@ from core.sources import PromptSourceSpec
 
 # Per-prompt columns every evaluation has (rm_reward and gold_combined only when they apply).
 COLUMNS = ("rm_reward", "refusal_rate", "response_length", "truncation_rate", "gold_combined")
+SAMPLED = "sampled_"  # the prefix of the same columns at the training temperature
+
+
+# Sample round j starts its batches' seeds at `sampled.seed + j * SEED_STRIDE` (batch b adds b).
+SEED_STRIDE = 100_003
+
+
+class SampledEval(StrictModel):
+    """Several answers per prompt at the training temperature, beside the greedy one."""
+
+    samples_per_prompt: int = Field(default=4, ge=0)  # 0: off
+    temperature: float = Field(default=0.7, gt=0)  # the stage's sampling temperature; greedy is `sampling`
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    seed: int = 1234
+
+    @property
+    def enabled(self) -> bool:
+        return self.samples_per_prompt > 0
+
+    def round_seeds(self) -> list[int]:
+        """The first batch seed of each sample round (the same for every model)."""
+        return [self.seed + j * SEED_STRIDE for j in range(self.samples_per_prompt)]
+
+    def round_sampling(self, sampling: SamplingConfig, round_seed: int) -> SamplingConfig:
+        """`sampling` (its length cap and batch size) at this section's temperature and a round's seed."""
+        return sampling.model_copy(update={"temperature": self.temperature, "top_p": self.top_p, "seed": round_seed})
 
 
 class HeldoutEval(StrictModel):
@@ -49,6 +84,14 @@ class HeldoutEval(StrictModel):
     seed: int = 0
     # Greedy by default: a before/after difference is then the models', not the dice's.
     sampling: SamplingConfig = SamplingConfig(max_new_tokens=48, temperature=0.0, batch_size=16)
+    # Also N answers per prompt at the training temperature (`sampled_*` metrics); None or
+    # samples_per_prompt 0: off (the stages' default: it costs N greedy evaluations).
+    sampled: SampledEval | None = None
+
+    @property
+    def sampled_on(self) -> SampledEval | None:
+        """The sampled section when it asks for samples, else None."""
+        return self.sampled if self.sampled is not None and self.sampled.enabled else None
 
 
 def check_heldout_source(section: HeldoutEval, data_source, data_key: str) -> None:
@@ -119,10 +162,12 @@ def summarize(columns: dict[str, list[float]]) -> dict:
 
 
 def compare(after: dict[str, list[float]], before: dict[str, list[float]]) -> dict:
-    """Paired differences per shared column, and the RM win rate when both have rewards."""
+    """Paired differences per shared column (greedy and `sampled_*` alike), and the RM
+    win rate when both have rewards (`sampled_rm_win_rate`: on the per-prompt means)."""
     result = {name: paired_comparison(after[name], before[name]) for name in after if name in before and after[name] and before[name]}
-    if after.get("rm_reward") and before.get("rm_reward"):
-        result["rm_win_rate"] = win_rate(after["rm_reward"], before["rm_reward"])
+    for prefix in ("", SAMPLED):
+        if after.get(f"{prefix}rm_reward") and before.get(f"{prefix}rm_reward"):
+            result[f"{prefix}rm_win_rate"] = win_rate(after[f"{prefix}rm_reward"], before[f"{prefix}rm_reward"])
     return result
 
 
@@ -180,6 +225,41 @@ def model_summary(prompts: list[dict], answers: Answers, columns: dict[str, list
     return summary
 
 
+def answer_prompts_sampled(model, tokenizer, prompts: list[dict], sampling: SamplingConfig, sampled: SampledEval,
+                           progress: bool = True, description: str = "eval") -> list[Answers]:
+    """`sampled.samples_per_prompt` rounds of one answer per prompt at `sampled.temperature`
+    (round j with seed `sampled.round_seeds()[j]`); `sampling` gives the length cap and batch size."""
+    return [answer_prompts(model, tokenizer, prompts, sampled.round_sampling(sampling, seed), progress=progress,
+                           description=f"{description} sample {j + 1}/{sampled.samples_per_prompt}")
+            for j, seed in enumerate(sampled.round_seeds())]
+
+
+def per_prompt_means(values: list[float], n_prompts: int) -> list[float]:
+    """(R * n,) round-major values -> (n,) each prompt's mean over its R rounds."""
+    if not n_prompts or len(values) % n_prompts:
+        raise ValueError(f"{len(values)} values are not whole rounds of {n_prompts} prompts")
+    rounds = len(values) // n_prompts
+    return [statistics.fmean(values[j * n_prompts + i] for j in range(rounds)) for i in range(n_prompts)]
+
+
+def score_sampled(prompts: list[dict], rounds: list[Answers], scorer=None, gold=None) -> dict[str, list[float]]:
+    """Per-prompt `sampled_<column>`s: each prompt's mean over its samples (all rounds
+    scored in one pass; `score_answers`' columns)."""
+    flat = Answers([r for a in rounds for r in a.responses], [f for a in rounds for f in a.finished], [n for a in rounds for n in a.lengths])
+    columns = score_answers(prompts * len(rounds), flat, scorer, gold)
+    return {f"{SAMPLED}{name}": per_prompt_means(values, len(prompts)) for name, values in columns.items()}
+
+
+def sampled_summary(prompts: list[dict], rounds: list[Answers], columns: dict[str, list[float]], gold=None) -> dict:
+    """`sampled_samples_per_prompt`, means ± stderr (over prompts) of the `sampled_*`
+    columns and toyworld's gold breakdown of the samples, each prompt its samples' mean."""
+    summary = {f"{SAMPLED}samples_per_prompt": len(rounds), **summarize(columns)}
+    if gold is not None:
+        per_prompt = [[a.responses[i] for a in rounds] for i in range(len(prompts))]
+        summary.update({f"{SAMPLED}{key}": value for key, value in gold.metrics(prompts, per_prompt).items()})
+    return summary
+
+
 # ---------------------------------------------------------------- the service
 
 
@@ -193,17 +273,21 @@ def evaluate_models(
     cached: dict[str, Answers] | None = None,
     prompts: list[dict] | None = None,
     with_columns: bool = False,
+    cached_sampled: dict[str, list[Answers]] | None = None,
 ) -> dict:
     """Evaluate every model of `{name: model folder}` on the same held-out prompts.
 
     The first model is the start every other one is compared with. `reward_models`
     is a `reward.gated.RewardModelsSection` (None or unconfigured: no RM metrics);
-    `cached` holds answers already made with the same prompts and sampling (a
-    resumed stage does not answer again). Returns
+    `cached` holds greedy answers already made with the same prompts and sampling (a
+    resumed stage does not answer again), `cached_sampled` the sample rounds of
+    `section.sampled` (a model is loaded only for what is missing). Returns
     `{"prompts", "sampling", "models": {name: summary}, "paired": {name: comparison},
-    "answers": {name: Answers}, "prompt_records": [...]}`, with `with_columns` also
-    `"columns": {name: per-prompt columns}` (`compare(columns[a], columns[b])` pairs any
-    two models; rejection sampling pairs its model with each control arm).
+    "answers": {name: Answers}, "prompt_records": [...]}`, with `section.sampled` on also
+    `"sampled"` (its settings and round seeds) and `"sampled_answers": {name: [Answers per
+    round]}`, and with `with_columns` `"columns": {name: per-prompt columns}`
+    (`compare(columns[a], columns[b])` pairs any two models; rejection sampling pairs its
+    model with each control arm).
     """
     from core.device import resolve_device
     from core.models import load_model_and_tokenizer
@@ -211,12 +295,18 @@ def evaluate_models(
 
     prompts = prompts if prompts is not None else load_prompt_source(section.prompts, "heldout", section.n_prompts, section.seed, key="eval.prompts")
     gold = gold_judge(section.prompts)
+    sampled = section.sampled_on
     answers: dict[str, Answers] = dict(cached or {})
+    rounds: dict[str, list[Answers]] = {name: r for name, r in (cached_sampled or {}).items()
+                                        if sampled and len(r) == sampled.samples_per_prompt and all(len(a.responses) == len(prompts) for a in r)}
     for name, path in models.items():
-        if name in answers:
+        if name in answers and (sampled is None or name in rounds):
             continue
         model, tokenizer = load_model_and_tokenizer(path, dtype=dtype, device=resolve_device(device))
-        answers[name] = answer_prompts(model, tokenizer, prompts, section.sampling, progress=progress, description=f"eval {name}")
+        if name not in answers:
+            answers[name] = answer_prompts(model, tokenizer, prompts, section.sampling, progress=progress, description=f"eval {name}")
+        if sampled is not None and name not in rounds:
+            rounds[name] = answer_prompts_sampled(model, tokenizer, prompts, section.sampling, sampled, progress=progress, description=f"eval {name}")
         del model, tokenizer
         gc.collect()
     scorer = None
@@ -225,17 +315,26 @@ def evaluate_models(
 
         scorer = GatedScorer(reward_models, device=device if device != "auto" else None)
     columns = {name: score_answers(prompts, answers[name], scorer, gold) for name in models}
+    if sampled is not None:
+        for name in models:
+            columns[name].update(score_sampled(prompts, rounds[name], scorer, gold))
     del scorer
     gc.collect()
     names = list(models)
+    summaries = {name: {"model": str(models[name]), **model_summary(prompts, answers[name], columns[name], gold),
+                        **(sampled_summary(prompts, rounds[name], {k: v for k, v in columns[name].items() if k.startswith(SAMPLED)}, gold)
+                           if sampled is not None else {})}
+                 for name in names}
     result = {
         "prompts": {"source": describe_source(section.prompts), "n": len(prompts), "split": "heldout"},
         "sampling": section.sampling.model_dump(),
+        **({"sampled": {**sampled.model_dump(), "round_seeds": sampled.round_seeds()}} if sampled is not None else {}),
         "reward_models": reward_models.model_dump() if reward_models is not None and reward_models.configured else None,
-        "models": {name: {"model": str(models[name]), **model_summary(prompts, answers[name], columns[name], gold)} for name in names},
+        "models": summaries,
         "paired": {name: compare(columns[name], columns[names[0]]) for name in names[1:]},
         "answers": answers,
         "prompt_records": prompts,
+        **({"sampled_answers": {name: rounds[name] for name in names}} if sampled is not None else {}),
     }
     return {**result, "columns": columns} if with_columns else result
 
@@ -263,12 +362,46 @@ def answers_from_samples(rows: list[dict], name: str) -> Answers:
     return Answers([r[name] for r in rows], [r[f"{name}_finished"] for r in rows], [r[f"{name}_length"] for r in rows])
 
 
+def sampled_rows(result: dict) -> list[dict]:
+    """One JSONL row per (sample round, held-out prompt) with every model's sampled answer
+    (for eval_sampled.jsonl): `{id, round, seed, <name>, <name>_finished, <name>_length}`."""
+    rows = []
+    seeds = result["sampled"]["round_seeds"]
+    for j, seed in enumerate(seeds):
+        for i, prompt in enumerate(result["prompt_records"]):
+            row = {"id": prompt["id"], "round": j, "seed": seed}
+            for name, rounds in result["sampled_answers"].items():
+                row[name] = rounds[j].responses[i]
+                row[f"{name}_finished"] = rounds[j].finished[i]
+                row[f"{name}_length"] = rounds[j].lengths[i]
+            rows.append(row)
+    return rows
+
+
+def sampled_answers_from_rows(rows: list[dict], name: str, sampled: SampledEval) -> list[Answers] | None:
+    """Model `name`'s sample rounds back from `sampled_rows` rows, or None when the rows
+    were made with other seeds or another number of rounds, or rounds cover other prompts."""
+    by_round: dict[int, list[dict]] = {}
+    for row in rows:
+        by_round.setdefault(row["round"], []).append(row)
+    seeds = sampled.round_seeds()
+    if sorted(by_round) != list(range(len(seeds))) or any(name not in row for row in rows):
+        return None
+    ids = [row["id"] for row in by_round[0]]
+    if any(by_round[j][0]["seed"] != seed or [r["id"] for r in by_round[j]] != ids for j, seed in enumerate(seeds)):
+        return None
+    return [answers_from_samples(by_round[j], name) for j in range(len(seeds))]
+
+
 def save_evaluation(result: dict, out: Path, name: str = "eval") -> Path:
-    """`out/<name>.json` (summaries and comparisons) and `out/<name>_samples.jsonl` (every answer)."""
+    """`out/<name>.json` (summaries and comparisons), `out/<name>_samples.jsonl` (every
+    greedy answer) and, with sampled evaluation, `out/<name>_sampled.jsonl` (every sample)."""
     from core.io import atomic_write_json, write_jsonl
 
     write_jsonl(out / f"{name}_samples.jsonl", samples_rows(result))
-    payload = {key: value for key, value in result.items() if key not in ("answers", "columns", "prompt_records")}
+    if result.get("sampled_answers"):
+        write_jsonl(out / f"{name}_sampled.jsonl", sampled_rows(result))
+    payload = {key: value for key, value in result.items() if key not in ("answers", "sampled_answers", "columns", "prompt_records")}
     atomic_write_json(out / f"{name}.json", payload)
     return out / f"{name}.json"
 
@@ -276,20 +409,24 @@ def save_evaluation(result: dict, out: Path, name: str = "eval") -> Path:
 def format_table(result: dict) -> str:
     """A plain-text before/after table: each model's means ± stderr, then each paired difference."""
     names = list(result["models"])
-    metrics = [m for m in (*COLUMNS, "gold_helpfulness", "gold_safety") if any(result["models"][n].get(m) is not None for n in names)]
-    lines = [f"{'metric':<20}" + "".join(f"{n:>22}" for n in names)]
+    greedy = (*COLUMNS, "gold_helpfulness", "gold_safety")
+    metrics = [m for m in (*greedy, *(f"{SAMPLED}{m}" for m in greedy)) if any(result["models"][n].get(m) is not None for n in names)]
+    width = max(20, *(len(m) + 1 for m in metrics))
+    lines = [f"{'metric':<{width}}" + "".join(f"{n:>22}" for n in names)]
     for metric in metrics:
         cells = []
         for n in names:
             value, se = result["models"][n].get(metric), result["models"][n].get(f"{metric}_stderr")
             cells.append(f"{value:>13.3f} ± {se:<6.3f}" if value is not None else f"{'-':>22}")
-        lines.append(f"{metric:<20}" + "".join(cells))
+        lines.append(f"{metric:<{width}}" + "".join(cells))
     for n, comparison in result["paired"].items():
         for metric, pc in comparison.items():
-            if metric == "rm_win_rate":
-                lines.append(f"{n} vs {names[0]}: RM win rate {pc['rate']:.3f} ± {pc['stderr']:.3f} "
+            if "rate" in pc:  # rm_win_rate, sampled_rm_win_rate
+                label = "RM win rate" if metric == "rm_win_rate" else f"{metric.removesuffix('_win_rate')} win rate"
+                lines.append(f"{n} vs {names[0]}: {label} {pc['rate']:.3f} ± {pc['stderr']:.3f} "
                              f"({pc['wins']} wins, {pc['ties']} ties, {pc['losses']} losses)")
             else:
                 verdict = "" if pc["significant"] else " (no measured difference)"
-                lines.append(f"{n} - {names[0]} {metric}: {pc['diff']:+.3f} ± {pc['diff_stderr']:.3f}{verdict}")
+                lines.append(f"{n} - {names[0]} {metric}: {pc['diff']:+.3f} ± {pc['diff_stderr']:.3f} "
+                             f"({pc['wins']} wins, {pc['losses']} losses){verdict}")
     return "\n".join(lines)

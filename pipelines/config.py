@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from pydantic import Field, model_validator
 
 from core.config import StrictModel
+from core.evaluation import SampledEval
 from core.generation import SamplingConfig
 from core.models import DType
 from core.sources import PromptSourceSpec, is_toyworld
@@ -85,13 +86,17 @@ class EvaluationSpec(StrictModel):
     gold scores only when the prompts are toyworld's."""
 
     prompts: PromptSourceSpec = "toyworld"  # held-out prompts: a name (file, hub id, toyworld) or {source: ..., <source keys>}
-    n_prompts: int | None = Field(default=120, ge=1)
+    n_prompts: int | None = Field(default=240, ge=1)  # at least 200 for a standard error near 0.02 (issue 22)
     xstest_data: str | None = "../shared/data/xstest/xstest_prompts.csv"  # None: skip XSTest
     xstest_limit: int | None = 90  # stratified subset (None: all 450)
     sampling: SamplingConfig = SamplingConfig(max_new_tokens=48, temperature=0.0, batch_size=16)
+    # Besides the greedy answer, N answers per prompt at the training temperature, with
+    # the same seeds for every version (core.evaluation.SampledEval; `sampled_*` metrics,
+    # paired per prompt). Off by default: each sample costs one more greedy evaluation.
+    sampled: SampledEval | None = None
     # Weights of the evaluated model. Every row of the table is sampled the same way,
-    # so bfloat16 (~2.8x faster on the 2-core CPU at batch 48) compares versions fairly;
-    # greedy answers differ from float32's on a few prompts.
+    # but a bfloat16 copy rounds away updates of a few 1e-4 of a weight (PPO's), which
+    # float32 keeps: `python -m benchmarks eval_precision`.
     dtype: DType = "float32"
     evaluate_base: bool = True
 

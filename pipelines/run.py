@@ -79,6 +79,7 @@ class EvalStageConfig(StrictModel):
     model: str
     start_model: str | None  # the model every row is compared with (the SFT model); None: this is it
     start_samples: str | None = None  # the start's own eval_samples.jsonl: its answers, not made again
+    # (and the eval_sampled.jsonl beside it: its sample rounds, when made with the same seeds)
     heldout: HeldoutEval
     reward_models: dict[str, str] | None  # {"helpfulness", "safety"} of the latest RMs
     xstest_data: str | None
@@ -107,17 +108,23 @@ def evaluate_model(config: EvalStageConfig, out: Path) -> dict:
     with run:
         models = {"start": config.start_model, config.version: config.model} if config.start_model else {config.version: config.model}
         rms = RewardModelsSection(**config.reward_models) if config.reward_models else None
-        cached = {}
+        cached, cached_sampled = {}, {}
         if config.start_model and config.start_samples and Path(config.start_samples).is_file():
             cached["start"] = start_answers(Path(config.start_samples))
-        result = evaluate_models(models, config.heldout, rms, dtype=config.dtype, cached=cached)
+            rounds = start_sampled_answers(Path(config.start_samples).with_name("eval_sampled.jsonl"), config.heldout)
+            if rounds is not None:
+                cached_sampled["start"] = rounds
+        result = evaluate_models(models, config.heldout, rms, dtype=config.dtype, cached=cached, cached_sampled=cached_sampled)
         summary = result["models"][config.version]
         row = {"version": config.version, "model": config.model,
                **{k: v for k, v in summary.items() if k != "model"}}
         paired = result["paired"].get(config.version, {})
         if "rm_win_rate" in paired:
             row.update(rm_win_rate_vs_start=paired["rm_win_rate"]["rate"], rm_win_rate_vs_start_stderr=paired["rm_win_rate"]["stderr"])
-        for metric in ("rm_reward", "gold_combined"):
+        if "sampled_rm_win_rate" in paired:
+            row.update(sampled_rm_win_rate_vs_start=paired["sampled_rm_win_rate"]["rate"],
+                       sampled_rm_win_rate_vs_start_stderr=paired["sampled_rm_win_rate"]["stderr"])
+        for metric in ("rm_reward", "gold_combined", "sampled_rm_reward", "sampled_gold_combined"):
             if metric in paired:
                 row[f"{metric}_diff_vs_start"] = paired[metric]["diff"]
                 row[f"{metric}_diff_vs_start_stderr"] = paired[metric]["diff_stderr"]
@@ -150,6 +157,20 @@ def start_answers(samples: Path):
 
     rows = [row for _, row in iter_jsonl(samples)]
     return answers_from_samples(rows, models_in_samples(rows[0])[0])
+
+
+def start_sampled_answers(sampled_file: Path, heldout: HeldoutEval):
+    """The sample rounds of the model an eval_sampled.jsonl was made for, or None when
+    sampled evaluation is off, the file is missing or was made with other seeds or prompts."""
+    from core.evaluation import models_in_samples, sampled_answers_from_rows
+    from core.io import iter_jsonl
+
+    if heldout.sampled_on is None or not sampled_file.is_file():
+        return None
+    rows = [row for _, row in iter_jsonl(sampled_file)]
+    if not rows:
+        return None
+    return sampled_answers_from_rows(rows, models_in_samples(rows[0])[0], heldout.sampled_on)
 
 
 # -- fresh preference pairs for each version (Llama 2's weekly RM refresh) -----------------
@@ -286,7 +307,9 @@ class Pipeline:
         config = EvalStageConfig(
             version=version, model=str(model), start_model=start,
             start_samples=str(self.root / "sft" / "eval" / "eval_samples.jsonl") if start else None,
-            heldout=HeldoutEval(prompts=spec.prompts, n_prompts=spec.n_prompts, seed=self.config.seed, sampling=spec.sampling),
+            # the base model is no version's start: its row stays greedy (samples cost N evaluations)
+            heldout=HeldoutEval(prompts=spec.prompts, n_prompts=spec.n_prompts, seed=self.config.seed, sampling=spec.sampling,
+                                sampled=spec.sampled if version != "base" else None),
             reward_models={kind: str(path) for kind, path in rms.items()} if rms else None,
             xstest_data=spec.xstest_data, xstest_limit=spec.xstest_limit, dtype=spec.dtype,
         )
