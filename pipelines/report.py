@@ -1,11 +1,15 @@
 """`rlhf report RUN_DIR`: a run's curves as PNG files and one HTML page.
 
 It reads what the stages wrote (nothing passes in memory): `metrics.jsonl` and
-`eval.json` of every stage folder, rejection sampling's `curve.json`, the
-reward models' `eval.json` (accuracy per rating; the safety RM's precision and recall at
-the gate, calibrated, beside σ(r)'s and the paper's), GAtt's `eval.json`, and the pipeline's
-`summary.json` (one row per version). Missing pieces are skipped, so a report
-can be drawn for a partial run or for one stage folder.
+`eval.json` of every stage folder, rejection sampling's `curve.json` and control arms
+(`eval.json` `controls`), the reward models' `eval.json` (accuracy per rating; the safety
+RM's precision and recall at the gate, calibrated, beside σ(r)'s and the paper's), GAtt's
+`eval.json` (Table 30: once without GAtt, once with GAtt, reminded every turn) and
+`policy_eval.json`, PPO's `metrics.jsonl` (training batch every iteration, `heldout_*` where
+it evaluated), each version's evaluation folder (`eval_samples.jsonl`, `eval_sampled.jsonl`:
+paired differences between consecutive versions) and the pipeline's `summary.json` (one
+row per version). Missing pieces are skipped and named, so a report can be drawn for a
+partial run or for one stage folder.
 
 Files: RUN_DIR/report/index.html and RUN_DIR/report/*.png.
 """
