@@ -3,14 +3,16 @@
     rlhf eval xstest --model runs/quickstart/v3/ppo/model --data ../shared/data/xstest/xstest_prompts.csv
     rlhf eval prompts --model runs/x/v1/rs/model --baseline runs/x/sft/model --prompts my_heldout.jsonl \
         --helpfulness-rm runs/x/rm_helpfulness/model --safety-rm runs/x/rm_safety/model
-    rlhf eval toyworld --model embedded:smollm2-135m --n 120
+    rlhf eval toyworld --model embedded:smollm2-135m --n 240 --samples-per-prompt 4 --temperature 0.7
     rlhf eval compare runs/quickstart/v1/eval runs/quickstart/sft/eval
 
 `prompts` is the shared evaluation (`core.evaluation`, the one every stage uses) on
 any prompt source: RM-judged reward and win rate against `--baseline`, refusal rate,
 length and truncation, paired differences with standard errors (toyworld's gold
 scores when the prompts are toyworld's); `toyworld` is the same on toyworld's
-held-out prompts. `xstest`, `prompts` and `toyworld` print a table and, with `--out DIR`,
+held-out prompts. With `--samples-per-prompt N` each model also answers every prompt N
+times at `--temperature` with the same seeds for every model, and the `sampled_*`
+metrics (per prompt, the mean over its samples) are compared the same way. `xstest`, `prompts` and `toyworld` print a table and, with `--out DIR`,
 write `DIR/eval_<benchmark>.json`. `compare` re-scores two evaluations of the same
 held-out toyworld prompts (a pipeline `<version>/eval` folder, its `eval_samples.jsonl`,
 or `toyworld`'s `eval_toyworld.json`) with the gold judges and prints (writes nothing)
@@ -42,17 +44,26 @@ def xstest_eval(model_name: str, data: str | None, limit: int | None, max_new_to
 
 
 def prompts_eval(models: dict[str, str], prompts: str, n: int | None, max_new_tokens: int, batch_size: int, seed: int = 0,
-                 reward_models: dict[str, str] | None = None, dtype: str = "float32", device: str = "auto") -> dict:
-    """The shared evaluation of `models` (the first is the baseline) on a prompt source."""
-    from core.evaluation import HeldoutEval, evaluate_models, samples_rows
+                 reward_models: dict[str, str] | None = None, dtype: str = "float32", device: str = "auto",
+                 samples_per_prompt: int = 0, temperature: float = 0.7) -> dict:
+    """The shared evaluation of `models` (the first is the baseline) on a prompt source;
+    with `samples_per_prompt`, also that many answers per prompt at `temperature`
+    (`sampled_*` metrics; the last model's samples under `sampled_samples`)."""
+    from core.evaluation import HeldoutEval, evaluate_models, sampled_rows, samples_rows
     from reward.gated import RewardModelsSection
 
     section = HeldoutEval(prompts=prompts, n_prompts=n, seed=seed,
-                          sampling=SamplingConfig(max_new_tokens=max_new_tokens, temperature=0, batch_size=batch_size))
+                          sampling=SamplingConfig(max_new_tokens=max_new_tokens, temperature=0, batch_size=batch_size),
+                          sampled={"samples_per_prompt": samples_per_prompt, "temperature": temperature} if samples_per_prompt else None)
     rms = RewardModelsSection(**reward_models) if reward_models else None
     result = evaluate_models(models, section, rms, dtype=dtype, device=device)
-    samples = [{"id": row["id"], "prompt": row["prompt"], "response": row[list(models)[-1]]} for row in samples_rows(result)]
-    return {key: value for key, value in result.items() if key not in ("answers", "prompt_records")} | {"samples": samples}
+    last = list(models)[-1]
+    samples = [{"id": row["id"], "prompt": row["prompt"], "response": row[last]} for row in samples_rows(result)]
+    extra = {"samples": samples}
+    if result.get("sampled_answers"):
+        extra["sampled_samples"] = [{"id": row["id"], "round": row["round"], "seed": row["seed"], "response": row[last]}
+                                    for row in sampled_rows(result)]
+    return {key: value for key, value in result.items() if key not in ("answers", "sampled_answers", "prompt_records")} | extra
 
 
 def _eval_samples(path: str) -> tuple[Path, list[dict]]:
@@ -144,7 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--prompts", required=True, help="a file of prompt records {messages, category, id}, or toyworld")
     tw = sub.add_parser("toyworld", help="the shared evaluation on held-out toyworld prompts, with gold scores")
     for p in (pr, tw):
-        p.add_argument("--n", type=int, default=None, help="number of held-out prompts (default: all)")
+        p.add_argument("--n", type=int, default=None, help="number of held-out prompts (default: all; toyworld: 240)")
+        p.add_argument("--samples-per-prompt", type=int, default=0,
+                       help="also this many answers per prompt at --temperature, the same seeds for every model (sampled_* metrics)")
+        p.add_argument("--temperature", type=float, default=0.7, help="the sampled answers' temperature (the training temperature)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--baseline", default=None, help="a model to compare with on the same prompts (paired differences)")
         p.add_argument("--helpfulness-rm", default=None, help="reward-model folders: with both, the gated RM reward and win rate")
@@ -177,8 +191,9 @@ def main(argv: list[str] | None = None) -> int:
 
             models = {**({"baseline": args.baseline} if args.baseline else {}), "model": args.model}
             rms = {"helpfulness": args.helpfulness_rm, "safety": args.safety_rm} if args.helpfulness_rm and args.safety_rm else None
-            result = prompts_eval(models, "toyworld" if args.benchmark == "toyworld" else args.prompts, args.n or (120 if args.benchmark == "toyworld" else None),
-                                  args.max_new_tokens, args.batch_size, args.seed, rms, args.dtype, args.device)
+            result = prompts_eval(models, "toyworld" if args.benchmark == "toyworld" else args.prompts, args.n or (240 if args.benchmark == "toyworld" else None),
+                                  args.max_new_tokens, args.batch_size, args.seed, rms, args.dtype, args.device,
+                                  args.samples_per_prompt, args.temperature)
             print(format_table(result))
         if args.out:
             atomic_write_json(Path(args.out) / f"eval_{args.benchmark}.json", result)

@@ -212,3 +212,16 @@ def test_toyworld_heldout_has_240_distinct_prompts_none_in_training():
     assert {p["kind"] for p in prompts} == {"capital", "arithmetic", "list", "translation", "opposite", "format", "harmful", "borderline"}
     train = {p["messages"][-1]["content"] for p in build_prompts("train", 4000, seed=0)}
     assert not set(texts) & train
+
+
+def test_rlhf_eval_toyworld_with_samples_writes_sampled_metrics(tmp_path, capsys):
+    from pipelines.evaluate import main
+
+    code = main(["toyworld", "--model", TINY, "--baseline", TINY, "--n", "2", "--samples-per-prompt", "2", "--temperature", "1.0",
+                 "--max-new-tokens", "3", "--batch-size", "64", "--out", str(tmp_path)])
+    assert code == 0
+    result = json.loads((tmp_path / "eval_toyworld.json").read_text())
+    assert result["sampled"]["samples_per_prompt"] == 2 and "sampled_gold_combined" in result["models"]["model"]
+    assert result["paired"]["model"]["sampled_gold_combined"]["diff"] == 0.0  # the same model, the same seeds
+    assert len(result["sampled_samples"]) == 2 * result["prompts"]["n"]
+    assert "sampled_gold_combined" in capsys.readouterr().out
