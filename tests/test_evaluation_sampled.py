@@ -225,3 +225,22 @@ def test_rlhf_eval_toyworld_with_samples_writes_sampled_metrics(tmp_path, capsys
     assert result["paired"]["model"]["sampled_gold_combined"]["diff"] == 0.0  # the same model, the same seeds
     assert len(result["sampled_samples"]) == 2 * result["prompts"]["n"]
     assert "sampled_gold_combined" in capsys.readouterr().out
+
+
+def test_pipeline_eval_reuses_the_starts_sample_rounds_and_rows_carry_sampled_diffs(tmp_path, monkeypatch):
+    import core.evaluation as evaluation
+    from pipelines.run import EvalStageConfig, evaluate_model
+
+    heldout = HeldoutEval(n_prompts=2, sampling=SamplingConfig(max_new_tokens=3, temperature=0.0, batch_size=64),
+                          sampled={"samples_per_prompt": 2, "temperature": 1.0})
+    calls = []
+    real = evaluation.answer_prompts_sampled
+    monkeypatch.setattr(evaluation, "answer_prompts_sampled", lambda *a, **k: calls.append(k.get("description")) or real(*a, **k))
+    common = dict(heldout=heldout, reward_models=None, xstest_data=None, xstest_limit=None)
+    evaluate_model(EvalStageConfig(version="sft", model=TINY, start_model=None, **common), tmp_path / "sft")
+    assert (tmp_path / "sft" / "eval_sampled.jsonl").is_file() and calls == ["eval sft"]
+    row = evaluate_model(EvalStageConfig(version="v1", model=TINY, start_model=TINY,
+                                         start_samples=str(tmp_path / "sft" / "eval_samples.jsonl"), **common), tmp_path / "v1")
+    assert calls == ["eval sft", "eval v1"]  # the start's rounds came from sft/eval_sampled.jsonl
+    assert row["sampled_gold_combined_diff_vs_start"] == 0.0 and row["sampled_gold_combined_diff_vs_start_stderr"] == 0.0
+    assert "sampled_gold_combined" in row and row["sampled_samples_per_prompt"] == 2
