@@ -71,20 +71,31 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
     raise ConfigError(f"distributed: fsdp2: cannot find the decoder layers of {type(model).__name__}")
 
 
-def shard_fsdp2(model: nn.Module, device_type: str) -> nn.Module:
+def shard_fsdp2(model: nn.Module, device_type: str, param_dtype: torch.dtype | None = None) -> nn.Module:
     """`fully_shard` each decoder layer, then the whole model (the embeddings, the final
     norm, the LM or value head, and tied weights together in the root unit). In place.
 
     Every unit, the root included, reshards after its forward: FSDP2 would otherwise keep
     the root whole after a forward (it expects a backward), and a frozen model that only
-    scores would then hold its embeddings whole on every process for good."""
+    scores would then hold its embeddings whole on every process for good.
+
+    `param_dtype`: FSDP2's mixed precision, for a unit whose parameters differ in dtype
+    (float32 LoRA masters on a bfloat16 base): they are gathered in this dtype and their
+    gradients reduced in float32 (FSDP2 refuses mixed dtypes otherwise)."""
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mesh = init_device_mesh(device_type, (torch.distributed.get_world_size(),))
-    for layer in decoder_layers(model):
-        fully_shard(layer, mesh=mesh, reshard_after_forward=True)
-    fully_shard(model, mesh=mesh, reshard_after_forward=True)
+    options = {"mesh": mesh, "reshard_after_forward": True}
+    if param_dtype is not None:
+        options["mp_policy"] = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+    try:
+        layers = decoder_layers(model)
+    except ConfigError:
+        layers = []  # a module without decoder layers (a value head) is one unit
+    for layer in layers:
+        fully_shard(layer, **options)
+    fully_shard(model, **options)
     return model
 
 

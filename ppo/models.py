@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from core.distributed import check_launch, gathered, shard_fsdp2
+from core.distributed import check_launch, decoder_layers, gathered, shard_fsdp2
 from core.errors import ConfigError, ModelLoadError
 from core.models import load_causal_lm, load_tokenizer, resolve_model_path, torch_dtype
 
@@ -56,16 +56,25 @@ CRITIC_ADAPTER = "critic"
 
 
 class Critic(nn.Module):
-    """Value model: `body` (a transformer without LM head) and `head` (hidden -> 1)."""
+    """Value model: `body` and `head` (hidden -> 1).
 
-    def __init__(self, body: nn.Module, head: nn.Linear):
+    `body` is a transformer without LM head, or (`through_lm`, lora mode) the whole causal
+    LM, read through its last hidden state: the critic then enters the shared base by
+    the same module as the policy and the reference, which FSDP2 needs (one root unit)."""
+
+    def __init__(self, body: nn.Module, head: nn.Linear, through_lm: bool = False):
         super().__init__()
         self.body = body
         self.head = head
+        self.through_lm = through_lm
 
     def forward(self, input_ids, attention_mask, position_ids) -> torch.Tensor:
         """(B, T) ids -> (B, T) float32 values, one per position (the head in float32 even under autocast)."""
-        hidden = self.body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False).last_hidden_state
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids, "use_cache": False}
+        if self.through_lm:  # the final norm's output; the LM head runs on one position only
+            hidden = self.body(**inputs, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
+        else:
+            hidden = self.body(**inputs).last_hidden_state
         with torch.autocast(hidden.device.type, enabled=False):
             return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1).float()
 
@@ -191,9 +200,22 @@ class PPOModels:
         with self._adapter(CRITIC_ADAPTER):
             return self.critic(input_ids, attention_mask, position_ids)
 
+    checkpointed_layers: list[nn.Module] = field(default_factory=list)  # decoder layers under gradient checkpointing
+
     def train_forward(self, input_ids, attention_mask, position_ids, keep: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Policy logits and critic values in one forward of the (wrapped) trained module."""
-        return self.trainer(input_ids, attention_mask, position_ids, keep=keep)
+        """Policy logits and critic values in one forward of the (wrapped) trained module.
+
+        Under `model.gradient_checkpointing` the decoder layers recompute their activations
+        in the backward. transformers checkpoints a layer only while its own `training`
+        flag is set; only that flag is raised here (not recursively), so attention and
+        LoRA dropout stay off and the step equals the one without checkpointing."""
+        for layer in self.checkpointed_layers:
+            layer.training = True
+        try:
+            return self.trainer(input_ids, attention_mask, position_ids, keep=keep)
+        finally:
+            for layer in self.checkpointed_layers:
+                layer.training = False
 
     def gathered_policy(self):
         """A context inside which the policy generates with whole weights (`core.distributed.gathered`)."""
@@ -218,20 +240,53 @@ def prepare_distributed(models: PPOModels, accelerator, mode: str) -> PPOModels:
     parameter by its shard). In place; returns `models`."""
     check_launch(mode, accelerator.num_processes)
     if mode == "fsdp2" and accelerator.num_processes > 1:
-        if models.mode == "lora":
-            raise ConfigError("distributed: fsdp2 shards whole models; with model.memory: lora use distributed: ddp")
         device_type = accelerator.device.type
-        for module in (models.policy, models.critic, models.reference):  # the critic's root unit holds its value head
-            shard_fsdp2(module, device_type)
+        if models.mode == "lora":
+            # One sharded base carries both adapters (and is the reference); the value
+            # head is its own unit. A bf16 base with float32 adapters needs FSDP2's
+            # mixed precision (gathered in bf16, the compute dtype anyway).
+            mixed = models.compute_dtype if models.compute_dtype is not None else None
+            # The root unit is the causal LM under the adapters: generation, the policy,
+            # the reference and the critic all enter the base through its forward.
+            shard_fsdp2(models.policy.get_base_model(), device_type, param_dtype=mixed)
+            shard_fsdp2(models.critic.head, device_type)
+            registered = dict(models.policy.named_parameters())
+            models.policy_params = {name: registered[name] for name in models.policy_params}
+            models.critic_params = {name: (registered[name] if not name.startswith("head.") else
+                                           models.critic.head.get_parameter(name.removeprefix("head.")))
+                                    for name in models.critic_params}
+        else:
+            for module in (models.policy, models.critic, models.reference):  # the critic's root unit holds its value head
+                shard_fsdp2(module, device_type)
+            models.policy_params = dict(models.policy.named_parameters())
+            models.critic_params = dict(models.critic.named_parameters())
         models.sharded = True
-        models.policy_params = dict(models.policy.named_parameters())
-        models.critic_params = dict(models.critic.named_parameters())
     models.actor_critic = ActorCritic(models)
+    engine = str(getattr(accelerator, "distributed_type", "")).rsplit(".", 1)[-1]
+    if mode == "ddp" and engine in ("FSDP", "DEEPSPEED"):
+        raise ConfigError(f"distributed: ddp, but accelerate was launched with a {engine} config, which would wrap "
+                          "PPO's models its own way; set distributed: fsdp2 (PPO shards with FSDP2 itself) or launch "
+                          "with a DDP config (configs/accelerate/ddp_8gpu.yaml) or torchrun")
     if mode == "ddp" and accelerator.num_processes > 1:
         models.trainer = accelerator.prepare_model(models.actor_critic)
     else:
         models.trainer = models.actor_critic
     return models
+
+
+def enable_gradient_checkpointing(models: PPOModels) -> None:
+    """transformers' per-layer checkpointing (non-reentrant, which FSDP2 and DDP support)
+    on the policy's and the critic's decoder layers (in lora mode one base serves both)."""
+    bodies = [models.policy] if models.mode == "lora" else [models.policy, models.critic.body]
+    layers = []
+    for body in bodies:
+        lm = body.get_base_model() if hasattr(body, "get_base_model") else body
+        if getattr(lm.config, "attention_dropout", 0.0):
+            raise ConfigError(f"model.gradient_checkpointing: {lm.config.name_or_path} has attention_dropout "
+                              f"{lm.config.attention_dropout}; PPO runs without dropout (rollouts and updates must agree)")
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        layers.extend(decoder_layers(lm))
+    models.checkpointed_layers = layers
 
 
 MASTER_DTYPE = "float32"  # every weight an optimizer updates
@@ -244,6 +299,42 @@ def compute_dtype(dtype: str) -> torch.dtype | None:
     if dtype == "bfloat16":
         return torch.bfloat16
     raise ConfigError(f"model.dtype: {dtype} is not a PPO compute dtype (float32, bfloat16 or auto)")
+
+
+def lora_model(settings, dtype: str, device) -> nn.Module:
+    """The lora mode's one model: the frozen base in `dtype` with the "policy" (active)
+    and "critic" LoRA adapters."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = settings.lora
+    base = load_causal_lm(settings.policy, dtype=dtype, device=str(device))
+    base.requires_grad_(False)
+
+    def lora_config():
+        return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+
+    model = get_peft_model(base, lora_config(), adapter_name=POLICY_ADAPTER)
+    model.add_adapter(CRITIC_ADAPTER, lora_config())
+    model.set_adapter(POLICY_ADAPTER)
+    return model
+
+
+def whole_policy(settings, state: dict[str, torch.Tensor]) -> nn.Module:
+    """A plain float32 causal LM on the CPU holding `state`, the gathered weights of a
+    sharded policy (lora mode: the base with both adapters, merged to the policy's)."""
+    if settings.memory == "lora":
+        model = lora_model(settings, "float32", "cpu")
+    else:
+        model = load_causal_lm(settings.policy, dtype="float32", device="cpu")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {name for name in missing if name.endswith("lm_head.weight") and model.config.tie_word_embeddings}
+    if set(missing) - tied or unexpected:
+        raise ModelLoadError(f"the gathered policy does not match {settings.policy}: "
+                             f"missing {sorted(set(missing) - tied)[:3]}, unexpected {unexpected[:3]}")
+    if settings.memory == "lora":
+        model.delete_adapter(CRITIC_ADAPTER)
+        return model.merge_and_unload()
+    return model
 
 
 def build_models(config, device) -> tuple[PPOModels, object]:
@@ -278,20 +369,9 @@ def build_models(config, device) -> tuple[PPOModels, object]:
             critic_params=dict(critic.named_parameters()),
         )
     else:
-        from peft import LoraConfig, get_peft_model
-
-        lora = settings.lora
-        base = load_causal_lm(settings.policy, dtype=frozen_dtype, device=str(device))
-        base.requires_grad_(False)
-
-        def lora_config():
-            return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
-
-        model = get_peft_model(base, lora_config(), adapter_name=POLICY_ADAPTER)
-        model.add_adapter(CRITIC_ADAPTER, lora_config())
-        model.set_adapter(POLICY_ADAPTER)
-        inner = model.get_base_model().model  # the LlamaModel under the LM head, LoRA layers injected
-        critic = Critic(inner, _new_head(inner.config.hidden_size, master, device))
+        model = lora_model(settings, frozen_dtype, device)
+        lm = model.get_base_model()  # the causal LM under the adapters, LoRA layers injected
+        critic = Critic(lm, _new_head(lm.config.hidden_size, master, device), through_lm=True)
         policy_params = {n: p for n, p in model.named_parameters() if "lora_" in n and f".{POLICY_ADAPTER}." in n}
         critic_params = {n: p for n, p in model.named_parameters() if "lora_" in n and f".{CRITIC_ADAPTER}." in n}
         critic_params.update({f"head.{n}": p for n, p in critic.head.named_parameters()})
@@ -300,6 +380,8 @@ def build_models(config, device) -> tuple[PPOModels, object]:
             param.requires_grad_(True)
         model.eval()
         models = PPOModels("lora", model, critic, None, policy_params=policy_params, critic_params=critic_params)
+    if settings.gradient_checkpointing:
+        enable_gradient_checkpointing(models)
     models.compute_dtype = compute_dtype(settings.dtype)
     lm = models.policy.get_base_model() if settings.memory == "lora" else models.policy
     models.keeps_logits = "logits_to_keep" in inspect.signature(lm.forward).parameters

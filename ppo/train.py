@@ -45,13 +45,19 @@ from accelerate.utils import gather_object
 from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 
-from core.distributed import check_launch, full_state_dict, local_fraction, make_accelerator, shard_fsdp2
+from core.distributed import (
+    check_launch,
+    full_state_dict,
+    local_fraction,
+    make_accelerator,
+    shard_fsdp2,
+)
 from core.errors import RLHFError
 from core.evaluation import answer_prompts, compare, model_summary, paired_comparison, score_answers
 from core.generation import generate_batch
 from core.io import atomic_write_json
 from core.model_paths import check_config_models
-from core.models import load_causal_lm, resolve_model_path, save_model
+from core.models import resolve_model_path, save_model
 from core.run import StageRun
 from core.sources import describe_source, gold_judge, is_toyworld, load_prompt_source, source_name
 from ppo.checkpoint import latest_checkpoint, load_best, load_checkpoint, save_best, save_checkpoint
@@ -70,7 +76,7 @@ from ppo.core import (
     policy_loss,
     value_loss,
 )
-from ppo.models import build_models, prepare_distributed
+from ppo.models import build_models, prepare_distributed, whole_policy
 from ppo.rewards import TrainingReward, load_reward_function
 from ppo.rollout import (
     Rollout,
@@ -645,10 +651,5 @@ def save_policy(config: PPOConfig, models, tokenizer, folder: Path, main: bool) 
         return
     state = full_state_dict(models.policy)  # every process: gathers
     if main:
-        whole = load_causal_lm(config.model.policy, dtype="float32", device="cpu")
-        missing, unexpected = whole.load_state_dict(state, strict=False)
-        tied = {name for name in missing if whole.config.tie_word_embeddings and name.endswith("lm_head.weight")}
-        if set(missing) - tied or unexpected:
-            raise RLHFError(f"ppo: the gathered policy does not match {config.model.policy}: missing {missing[:3]}, unexpected {unexpected[:3]}")
-        save_model(whole, tokenizer, folder)
+        save_model(whole_policy(config.model, state), tokenizer, folder)
 

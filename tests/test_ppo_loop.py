@@ -393,8 +393,24 @@ def test_distributed_keys_are_checked(tmp_path, rms):
     with pytest.raises(ConfigError, match="distributed: none runs one process"):
         check_launch("none", 2)
     check_launch("none", 1)
-    with pytest.raises(Exception, match="with model.memory: lora use distributed: ddp"):
-        config_for(tmp_path / "ppo", rms, distributed="fsdp2", **{"model.memory": "lora"})
+
+
+def test_lora_fsdp2_on_two_processes_takes_the_same_steps_as_one(tmp_path, rms):
+    """lora mode sharded: one base (policy and critic adapters, the reference) split over
+    2 processes, the value head its own unit; the merged policy equals one process's."""
+    lora = {"model.memory": "lora", "model.lora.r": 4, "iterations": 2, "optim.learning_rate": 1e-2}
+    one = tmp_path / "one"
+    run_ppo(one, rms, **lora)
+    two = tmp_path / "two"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "ppo",
+           *overrides(two, rms, distributed="fsdp2", **lora)]
+    result = subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    row = metric_rows(two)[0]
+    assert row["num_processes"] == 2 and row["param_share_policy"] == pytest.approx(0.5, abs=1e-3)
+    assert_same_weights(two, one, atol=1e-5)
+    trained, initial = weights(two), initial_weights()
+    assert any(not torch.equal(trained[k], initial[k]) for k in trained), "nothing trained"
 
 
 # ------------------------------------------------------------- early stopping
@@ -566,3 +582,42 @@ def test_critic_from_the_rm_is_rescaled_to_the_whitened_scores(tmp_path, rms, mo
     run_ppo(out, rms, **{"model.critic_init": "helpfulness_rm", "iterations": 1})
     rows = metric_rows(out)
     assert calls == [(rows[1]["whiten_mean"], pytest.approx(math.sqrt(rows[1]["whiten_std"] ** 2 + 1e-8)))]
+
+
+def test_gradient_checkpointing_recomputes_layers_and_gives_the_same_gradients(tmp_path, rms):
+    """model.gradient_checkpointing: every decoder layer of the policy and the critic runs
+    through the checkpoint function in a training forward (not in a no-grad one), and the
+    gradients equal those without checkpointing."""
+    from types import SimpleNamespace
+
+    from ppo.models import build_models, prepare_distributed
+    from ppo.rollout import model_inputs
+
+    one_process = SimpleNamespace(num_processes=1)
+    gradients, calls = {}, []
+    for checkpointing in (False, True):
+        config = config_for(tmp_path / "ppo", rms, **{"model.gradient_checkpointing": checkpointing})
+        models, tokenizer = build_models(config, "cpu")
+        prepare_distributed(models, one_process, "none")
+        for layer in models.checkpointed_layers:
+            inner = layer._gradient_checkpointing_func
+
+            def counted(*args, _inner=inner, **kwargs):
+                calls.append(1)
+                return _inner(*args, **kwargs)
+
+            layer._gradient_checkpointing_func = counted
+        rollout = _rollout(config, models, tokenizer)
+        inputs = model_inputs(rollout.query_ids, rollout.query_mask, rollout.response_ids, rollout.response_mask)
+        with torch.no_grad():
+            models.train_forward(*inputs)
+        assert not calls, "no recomputation without gradients"
+        logits, values = models.train_forward(*inputs)
+        (logits.float().logsumexp(-1).mean() + values.mean()).backward()
+        gradients[checkpointing] = {n: p.grad.clone() for n, p in [*models.policy_params.items(), *models.critic_params.items()]}
+        if checkpointing:
+            n_layers = len(models.policy.model.layers)
+            assert len(models.checkpointed_layers) == 2 * n_layers and len(calls) == 2 * n_layers
+            assert not any(layer.training for layer in models.checkpointed_layers)
+    for name, grad in gradients[False].items():
+        torch.testing.assert_close(gradients[True][name], grad, atol=1e-6, rtol=1e-5, msg=name)
