@@ -28,6 +28,8 @@ import torch
 from core.errors import ConfigError, NumericError, RLHFError
 from ppo.core import logit
 
+LOGIT_EPS = 1e-12  # LOGIT's clamp: scores up to ±27.6, beyond any calibrated RM logit seen (about 21)
+
 RewardFunction = Callable[[list[dict], list[str]], object]
 
 
@@ -104,8 +106,11 @@ class TrainingReward:
             scores = self.scorer.score(prompts, responses, where=where)
         except NumericError as exc:
             raise NumericError(f"{exc}; the last checkpoint is left as it was") from None
-        raw = {"gated": scores.reward, "helpfulness": scores.helpfulness_prob, "safety": scores.safety_prob}[self.kind].float()
-        return RewardBatch(raw=raw, score=logit(raw).float(), rm_reward=scores.reward.float())
+        probability = {"gated": scores.reward, "helpfulness": scores.helpfulness_prob, "safety": scores.safety_prob}[self.kind]
+        # LOGIT in float64 with a 1e-12 clamp: a calibrated RM puts clearly safe answers at
+        # logits near 20, which float32 probabilities (and a 1e-6 clamp) would flatten to one value.
+        score = logit(probability.double(), eps=LOGIT_EPS).float()
+        return RewardBatch(raw=probability.float(), score=score, rm_reward=scores.reward.float())
 
     def _call_function(self, prompts: list[dict], responses: list[str], where: str) -> torch.Tensor:
         values = self.function(prompts, responses)

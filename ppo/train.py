@@ -476,15 +476,22 @@ def log_row(loop: Loop, rollout: Rollout, stats: CollectStats, step_stats: list[
         torch.where(real, rollout.values, 0.0).sum(), torch.where(real, rollout.returns, 0.0).sum(),
         (~rollout.finished).sum(), stats.entropy_sum,
     )
+    sequence_kl = rollout.kl.sum(dim=1)
+    reward_sq, rm_sq, kl_sq = global_sum(
+        accelerator, (rollout.reward.double() ** 2).sum(),
+        (rollout.rm_reward.double() ** 2).sum() if rollout.rm_reward is not None else 0.0, (sequence_kl.double() ** 2).sum())
     return {
         "reward_mean": reward_sum / n_seq,  # the raw reward of reward.kind, before LOGIT and whitening
-        **({"rm_reward": rm_sum / n_seq} if rollout.rm_reward is not None else {}),
+        "reward_mean_stderr": stderr_from_sums(reward_sum, reward_sq, n_seq),  # over the batch's sequences
+        **({"rm_reward": rm_sum / n_seq, "rm_reward_stderr": stderr_from_sums(rm_sum, rm_sq, n_seq)}
+           if rollout.rm_reward is not None else {}),
         "score_logit": raw_sum / n_seq,  # the score before whitening (LOGIT of an RM probability)
         "score_whitened": score_sum / n_seq,  # after whitening and the missing-EOS penalty
         "whiten_mean": stats.whiten_mean,
         "whiten_std": stats.whiten_std,
         "truncation_rate": truncated_sum / n_seq,  # responses cut at sampling.max_new_tokens
         "kl": kl_sum / n_seq,  # sequence KL(π‖π0), summed over tokens
+        "kl_stderr": stderr_from_sums(kl_sum, kl_sq, n_seq),
         "kl_per_token": kl_sum / n_tok,
         "beta": beta,
         "non_score_reward": -beta * kl_sum / n_seq,
@@ -499,6 +506,14 @@ def log_row(loop: Loop, rollout: Rollout, stats: CollectStats, step_stats: list[
         "critic_lr": loop.critic_lr,
         **{f"time_{k}": v for k, v in stats.times.items()},
     }
+
+
+def stderr_from_sums(total: float, total_sq: float, n: float) -> float:
+    """Standard error of a mean from Σx, Σx² and n (sample variance, ddof 1); 0 for n < 2."""
+    if n < 2:
+        return 0.0
+    variance = max(total_sq - total * total / n, 0.0) / (n - 1)
+    return math.sqrt(variance / n)
 
 
 def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout: list[dict]) -> None:

@@ -497,3 +497,11 @@ def test_whole_batch_statistics_with_a_reduce_are_those_of_all_shares():
           float(explained_variance(torch.cat([values, values]), both_x, both_m)))
     # Without a reduce the share is the whole batch: n - 1 = 2.
     close(masked_var(x, m), (42 / 9) / 2)
+
+
+def test_stderr_from_sums_by_hand():
+    from ppo.train import stderr_from_sums
+
+    # x = 1, 2, 6: mean 3, sample variance ((-2)² + (-1)² + 3²) / 2 = 7, SE = sqrt(7 / 3)
+    close(stderr_from_sums(9.0, 41.0, 3), math.sqrt(7 / 3))
+    assert stderr_from_sums(5.0, 25.0, 1) == 0.0

@@ -621,3 +621,19 @@ def test_gradient_checkpointing_recomputes_layers_and_gives_the_same_gradients(t
             assert not any(layer.training for layer in models.checkpointed_layers)
     for name, grad in gradients[False].items():
         torch.testing.assert_close(gradients[True][name], grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_the_score_keeps_calibrated_logits_apart():
+    """A calibrated gate puts clearly safe answers at logits near 20: LOGIT in float64 with
+    a 1e-12 clamp gives them back (15 and 20), where float32 and a 1e-6 clamp gave 13.8 twice."""
+    from types import SimpleNamespace
+
+    from ppo.config import RewardSection
+    from ppo.rewards import TrainingReward
+
+    probability = torch.sigmoid(torch.tensor([15.0, 20.0, -3.0], dtype=torch.float64))
+    fake = SimpleNamespace(score=lambda prompts, responses, where: SimpleNamespace(
+        reward=probability, helpfulness_prob=probability, safety_prob=probability))
+    batch = TrainingReward(RewardSection(), fake)([{}] * 3, ["a", "b", "c"], "a test")
+    torch.testing.assert_close(batch.score, torch.tensor([15.0, 20.0, -3.0]), atol=1e-4, rtol=0)
+    assert batch.raw.dtype == torch.float32
