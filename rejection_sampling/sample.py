@@ -121,6 +121,7 @@ def sampling_spec(config: RSConfig, prompts: list[dict], policy_id: str, rm_id: 
         "temperature": temperature, "top_p": config.top_p, "max_new_tokens": config.max_new_tokens,
         "batch_size": config.batch_size, "shard_size": config.shard_size, "seed": config.seed,
         "dtype": config.dtype, "safety_threshold": config.reward_models.safety_threshold,
+        "calibrated": config.reward_models.calibrated,  # the gate's probabilities, so the pool's scores
         "record_version": RECORD_VERSION,
     }
 
