@@ -244,3 +244,13 @@ def test_pipeline_eval_reuses_the_starts_sample_rounds_and_rows_carry_sampled_di
     assert calls == ["eval sft", "eval v1"]  # the start's rounds came from sft/eval_sampled.jsonl
     assert row["sampled_gold_combined_diff_vs_start"] == 0.0 and row["sampled_gold_combined_diff_vs_start_stderr"] == 0.0
     assert "sampled_gold_combined" in row and row["sampled_samples_per_prompt"] == 2
+
+
+def test_eval_precision_benchmark_counts_what_bfloat16_rounds_away(tiny_model_and_tokenizer):
+    from benchmarks.eval_precision import perturbed, weight_change
+
+    model, _ = tiny_model_and_tokenizer
+    change = weight_change(model, perturbed(model, 1e-4, layers=1))
+    assert 0 < change["changed"] < 1 and change["changed_bf16"] < change["changed"] / 10
+    assert change["median_relative"] == pytest.approx(0.67e-4, rel=0.2)  # median |N(0,1)| = 0.674
+    assert weight_change(model, model)["changed"] == 0.0
