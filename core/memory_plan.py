@@ -454,15 +454,15 @@ def table(shape: LlamaShape, options: list[tuple[str, PPOMemorySettings]], gpu_g
 
 
 def readme_options(n_gpus: int = 8) -> list[tuple[str, PPOMemorySettings]]:
-    """The configurations of the README's table: the paper's PPO preset as it is, then the
-    ones a size may need (configs/ppo/paper.yaml: bfloat16, micro-batch 8, chunk 32,
-    512 new tokens; prompts of up to 512 tokens)."""
+    """The configurations of the README's table: whole models on every process, then the
+    ones a size may need; configs/ppo/paper.yaml is "separate, fsdp2, ckpt" (bfloat16,
+    micro-batch 8, chunk 32, 512 new tokens; prompts of up to 512 tokens)."""
     base = PPOMemorySettings(n_gpus=n_gpus, rm_dtype="bfloat16")
     ckpt = replace(base, gradient_checkpointing=True)
     return [
-        ("separate, none (paper.yaml)", base),
+        ("separate, none", base),
         ("separate, fsdp2", replace(base, distributed="fsdp2")),
-        ("separate, fsdp2, ckpt", replace(ckpt, distributed="fsdp2")),
+        ("separate, fsdp2, ckpt (paper.yaml)", replace(ckpt, distributed="fsdp2")),
         ("lora, ddp, ckpt", replace(ckpt, memory="lora", distributed="ddp")),
         ("lora, fsdp2, ckpt", replace(ckpt, memory="lora", distributed="fsdp2")),
         ("separate, fsdp2, offload, ckpt", replace(ckpt, distributed="fsdp2", offload=True)),

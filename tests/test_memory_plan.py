@@ -133,10 +133,14 @@ def test_warning_for_the_paper_preset_at_7b_and_none_for_unknown_sizes():
     from ppo.config import PPOConfig
 
     paper = load_config(PPOConfig, "configs/ppo/paper.yaml", ["model.policy=meta-llama/Llama-2-7b-hf"])
-    warning = ppo_memory_warning(paper, n_gpus=8, gpu_gb=80)
-    assert warning is not None and "Llama-2-7B" in warning and "distributed=none" in warning
+    assert ppo_memory_warning(paper, n_gpus=8, gpu_gb=80) is None  # fsdp2 + gradient checkpointing fits 7B
+    whole = load_config(PPOConfig, "configs/ppo/paper.yaml", ["model.policy=meta-llama/Llama-2-7b-hf", "distributed=ddp",
+                                                              "model.gradient_checkpointing=false"])
+    warning = ppo_memory_warning(whole, n_gpus=8, gpu_gb=80)
+    assert warning is not None and "Llama-2-7B" in warning and "distributed=ddp" in warning
     assert "fits with" in warning  # and names a configuration that fits
-    assert ppo_memory_warning(paper, n_gpus=8, gpu_gb=80, model_name="meta-llama/Llama-2-70b-hf").startswith("PPO at Llama-2-70B")
+    at_70b = ppo_memory_warning(paper, n_gpus=8, gpu_gb=80, model_name="meta-llama/Llama-2-70b-hf")
+    assert at_70b.startswith("PPO at Llama-2-70B") and "model.memory: lora, distributed: fsdp2" in at_70b
     smoke = load_config(PPOConfig, "configs/ppo/smoke.yaml")
     assert ppo_memory_warning(smoke, n_gpus=8, gpu_gb=80) is None
 
@@ -146,10 +150,12 @@ def test_rlhf_run_check_warns_for_ppo_on_llama2_only():
     from pipelines.config import PipelineConfig
     from pipelines.run import check_pipeline, format_check
 
-    rows = check_pipeline(load_config(PipelineConfig, "configs/pipelines/llama2-7b.yaml"))
+    assert not [row for row in check_pipeline(load_config(PipelineConfig, "configs/pipelines/llama2-7b.yaml"))
+                if row[3] == "warning"]  # the paper preset (fsdp2, gradient checkpointing) fits 7B
+    rows = check_pipeline(load_config(PipelineConfig, "configs/pipelines/llama2-70b.yaml"))
     warnings = [row for row in rows if row[3] == "warning"]
     assert [row[0] for row in warnings] == ["v4.ppo", "v5.ppo"]
-    assert all("PPO at Llama-2-7B needs" in row[2] for row in warnings)
+    assert all("PPO at Llama-2-70B needs" in row[2] for row in warnings)
     assert "v4.ppo: memory" in format_check(rows)
     smoke = check_pipeline(load_config(PipelineConfig, "configs/pipelines/smoke.yaml"))
     assert not [row for row in smoke if row[3] == "warning"]
