@@ -46,7 +46,7 @@ from pathlib import Path
 
 import torch
 
-from core.errors import ConfigError, DataError
+from core.errors import ConfigError, DataError, RLHFError
 from core.io import atomic_write_json, iter_jsonl, write_jsonl
 from core.run import StageRun, read_manifest
 from rejection_sampling.config import RSConfig
@@ -536,6 +536,13 @@ def run(config: RSConfig, after_shard: Callable[[int], None] | None = None) -> P
             replay, replay_info = replay_rows(config, exclude) if config.replay.n else ([], None)
             if replay_info is not None:
                 replay_info["exclude"] = exclude_how
+            if config.finetune_enabled and not targets and not replay:
+                counts = target_counts(pooled)
+                raise RLHFError(
+                    f"rejection sampling: nothing to fine-tune on: none of {len(prompts)} prompts has a target "
+                    f"({counts['n_prompts_all_truncated']} with every sample cut at max_new_tokens={config.max_new_tokens} "
+                    f"without an end-of-turn token, which is never a target) and replay.n is 0; raise max_new_tokens, "
+                    f"set replay.n, or finetune_enabled=false. The samples are kept in {samples_dir}")
             write_jsonl(out / FINETUNE_DATA, [*targets, *replay])
             stage.add_output("finetune_data", out / FINETUNE_DATA)
             if "best_of_1" in arm_data:  # the first sample of each prompt, under the same rules

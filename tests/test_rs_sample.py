@@ -391,3 +391,17 @@ def test_config_refuses_inconsistent_new_keys():
         load_config(RSConfig, SMOKE, ["replay_toyworld=3"])
     with pytest.raises(ConfigError, match="distributed"):
         load_config(RSConfig, SMOKE, ["distributed=zero3"])
+
+
+def test_nothing_to_fine_tune_on_is_a_clear_error_and_keeps_the_samples(rms, tmp_path):
+    """The plain tiny model never ends an answer: every sample is truncated, so no prompt has
+    a target; without replay the stage stops naming max_new_tokens and replay.n."""
+    from core.errors import RLHFError
+
+    out = tmp_path / "rs"
+    config = _config(rms, out, "policy=embedded:tiny-llama", "init_model=embedded:tiny-llama", "eval.enabled=false",
+                     "max_new_tokens=3")
+    with pytest.raises(RLHFError, match=r"nothing to fine-tune on.*max_new_tokens=3.*replay.n is 0"):
+        run(config)
+    assert _shards(out), "the samples are kept"
+    assert not (out / "model").exists()
