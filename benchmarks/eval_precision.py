@@ -57,7 +57,7 @@ def weight_change(a, b) -> dict:
     the median relative change |b - a| / |a| over the changed elements."""
     changed = changed_bf16 = total = 0
     relative = []
-    for (name, wa), (_, wb) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+    for (_, wa), (_, wb) in zip(a.named_parameters(), b.named_parameters(), strict=True):
         wa, wb = wa.detach().float(), wb.detach().float()
         diff = wb != wa
         changed += int(diff.sum())

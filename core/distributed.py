@@ -57,6 +57,36 @@ def check_launch(mode: str, num_processes: int, key: str = "distributed") -> Non
         )
 
 
+def accelerate_fsdp_launch() -> bool:
+    """Whether the launch enabled accelerate's FSDP (`accelerate launch` with an FSDP config)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true", "yes")
+
+
+def check_trainer_engine(mode: str, num_processes: int, has_gpu: bool, fsdp_launch: bool, what: str, command: str) -> None:
+    """What `distributed` can mean for a stage whose trained model goes through TRL's
+    trainer (`what`: "GAtt's fine-tune", "the RS fine-tune"): DDP or FSDP is accelerate's
+    choice, made by the launch. Refuse the combinations that would not do what the key
+    says (`check_launch` first). `command`: the stage's module, for the launch line."""
+    check_launch(mode, num_processes)
+    if mode == "fsdp2" and not has_gpu:
+        raise ConfigError(
+            f"distributed: fsdp2: {what} is TRL's trainer, sharded by accelerate's FSDP plugin, which does not run on "
+            "CPU (it falls back to one undistributed process per rank); on CPU use distributed: ddp (each process holds "
+            "the whole model), or run on GPUs with an FSDP accelerate config (configs/accelerate/fsdp_8gpu.yaml)"
+        )
+    if mode == "fsdp2" and num_processes > 1 and not fsdp_launch:
+        raise ConfigError(
+            f"distributed: fsdp2: {what} is sharded by accelerate's FSDP plugin, but this launch did not enable it; "
+            f"launch with an FSDP config (accelerate launch --config_file configs/accelerate/fsdp_8gpu.yaml {command} ...) "
+            "or set distributed: ddp"
+        )
+    if mode == "ddp" and fsdp_launch:
+        raise ConfigError(
+            f"distributed: ddp, but this launch enables accelerate's FSDP ({what} would be sharded); "
+            "set distributed: fsdp2, or launch with a DDP config (configs/accelerate/ddp_8gpu.yaml)"
+        )
+
+
 def decoder_layers(model: nn.Module) -> list[nn.Module]:
     """The transformer blocks of a causal LM, its bare body, or a PEFT wrapper of either."""
     for path in ("model.layers", "layers", "base_model.model.model.layers", "body.layers"):

@@ -169,6 +169,26 @@ def read_metrics(folder: str | os.PathLike) -> list[dict]:
     return rows
 
 
+class FollowerRun:
+    """What the other processes of a multi-process launch hold instead of the StageRun:
+    only the main process locks and writes the run folder (config, manifest, metrics);
+    the others run the same stage body against this, which writes nothing."""
+
+    metrics = None
+
+    def __init__(self):
+        self.extra: dict = {}
+
+    def __enter__(self) -> FollowerRun:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def add_output(self, name: str, path) -> None:
+        pass
+
+
 class StageRun:
     """One stage's folder. Use as a context manager around the stage's work.
 

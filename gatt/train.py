@@ -36,12 +36,12 @@ from pathlib import Path
 
 from core.config import config_to_dict
 from core.device import resolve_device
-from core.distributed import check_launch
+from core.distributed import accelerate_fsdp_launch, check_trainer_engine
 from core.errors import ConfigError, RLHFError
 from core.io import atomic_write_json, write_jsonl
 from core.model_paths import check_config_models
 from core.models import load_causal_lm, load_tokenizer
-from core.run import StageRun, read_manifest
+from core.run import FollowerRun, StageRun, read_manifest
 from core.sources import describe_source, is_toyworld, source_name
 from gatt.config import FOLLOW_UPS, GattConfig
 from gatt.dialogues import load_dialogues
@@ -170,30 +170,6 @@ def process_device(config: GattConfig, state=None) -> str:
     if state is not None and state.num_processes > 1 and device.startswith("cuda"):
         device = str(state.device)
     return device
-
-
-def check_engine(mode: str, num_processes: int, has_gpu: bool, fsdp_launch: bool) -> None:
-    """What `distributed` can mean for GAtt, whose one trained model goes through the SFT
-    stage's TRL trainer: DDP or FSDP2 is accelerate's choice, made by the launch. Refuse
-    the combinations that would not do what the key says (`check_launch` first)."""
-    check_launch(mode, num_processes)
-    if mode == "fsdp2" and not has_gpu:
-        raise ConfigError(
-            "distributed: fsdp2: GAtt's fine-tune is TRL's trainer, sharded by accelerate's FSDP plugin, which does not "
-            "run on CPU (it falls back to one undistributed process per rank); on CPU use distributed: ddp (each process "
-            "holds the whole model), or run on GPUs with an FSDP accelerate config (configs/accelerate/fsdp_8gpu.yaml)"
-        )
-    if mode == "fsdp2" and num_processes > 1 and not fsdp_launch:
-        raise ConfigError(
-            "distributed: fsdp2: the fine-tune is sharded by accelerate's FSDP plugin, but this launch did not enable it; "
-            "launch with an FSDP config (accelerate launch --config_file configs/accelerate/fsdp_8gpu.yaml -m gatt run ...) "
-            "or set distributed: ddp"
-        )
-    if mode == "ddp" and fsdp_launch:
-        raise ConfigError(
-            "distributed: ddp, but this launch enables accelerate's FSDP (the fine-tune would be sharded); "
-            "set distributed: fsdp2, or launch with a DDP config (configs/accelerate/ddp_8gpu.yaml)"
-        )
 
 
 def sft_config(config: GattConfig, data_path: Path, output_dir: Path):
@@ -329,7 +305,8 @@ def run(config: GattConfig) -> Path:
     # cpu=True without a GPU: a CPU launch joins the gloo group.
     state = PartialState(cpu=not torch.cuda.is_available())
     main = state.is_main_process
-    check_engine(config.distributed, state.num_processes, torch.cuda.is_available(), fsdp_launch())
+    check_trainer_engine(config.distributed, state.num_processes, torch.cuda.is_available(), accelerate_fsdp_launch(),
+                         "GAtt's fine-tune", "-m gatt run")
     out = Path(config.output_dir)
     model_dir = out / "sft" / "model"
 
@@ -342,7 +319,7 @@ def run(config: GattConfig) -> Path:
     check_inputs(config)
     state.wait_for_everyone()  # every process has read the old manifest before the main one rewrites it
     # Only the main process takes the lock and writes the run folder; the others follow.
-    with stage if main else _Follower() as run_:
+    with stage if main else FollowerRun() as run_:
         if main:
             run_.metrics.truncate_after(-1)  # every row is logged again below (a killed run's rows would repeat)
             run_.extra["processes"] = {"num_processes": state.num_processes, "distributed": config.distributed}
@@ -413,31 +390,6 @@ def run(config: GattConfig) -> Path:
         print(f"gatt: model: {trained_dir}")
     return trained_dir
 
-
-class _Follower:
-    """What the other processes of a launch get instead of the StageRun: only the main
-    process writes the run folder's config, manifest and metrics."""
-
-    metrics = None
-
-    def __init__(self):
-        self.extra: dict = {}
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-    def add_output(self, name, path):
-        pass
-
-
-def fsdp_launch() -> bool:
-    """Whether the launch enabled accelerate's FSDP (`accelerate launch` with an FSDP config)."""
-    import os
-
-    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true", "yes")
 
 
 def read_json(path: Path) -> dict | None:

@@ -48,7 +48,7 @@ import torch
 
 from core.errors import ConfigError, DataError, RLHFError
 from core.io import atomic_write_json, iter_jsonl, write_jsonl
-from core.run import StageRun, read_manifest
+from core.run import FollowerRun, StageRun, read_manifest
 from rejection_sampling.config import RSConfig
 from rejection_sampling.core import (
     choose_temperature,
@@ -321,25 +321,6 @@ def publish_model(source: Path, target: Path) -> None:
 # --------------------------------------------------------------------------- the loop
 
 
-class _Follower:
-    """What non-main processes of a multi-process launch get instead of the StageRun:
-    only the main process writes the run folder's config, manifest and metrics."""
-
-    metrics = None
-
-    def __init__(self):
-        self.extra: dict = {}
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-    def add_output(self, name, path):
-        pass
-
-
 def _log(stage, step: int, **metrics) -> None:
     if stage.metrics is not None:
         stage.metrics.log(step, **metrics)
@@ -350,16 +331,13 @@ def check_distributed(config: RSConfig, num_processes: int) -> None:
     fine-tune with accelerate's FSDP plugin (TRL's trainer), which needs GPUs and an
     FSDP launch (`accelerate launch --config_file configs/accelerate/fsdp_8gpu.yaml`).
     Sampling and scoring hold a whole model per process in every mode."""
-    from core.distributed import check_launch
+    from core.distributed import accelerate_fsdp_launch, check_launch, check_trainer_engine
 
-    check_launch(config.distributed, num_processes)
-    if config.distributed == "fsdp2" and config.finetune_enabled:
-        if not torch.cuda.is_available():
-            raise ConfigError("distributed: fsdp2 shards the RS fine-tune through accelerate's FSDP plugin, which does not "
-                              "run on CPU; use distributed: ddp on CPU (or finetune_enabled: false)")
-        if os.environ.get("ACCELERATE_USE_FSDP", "").lower() not in ("1", "true"):
-            raise ConfigError("distributed: fsdp2 shards the RS fine-tune through accelerate's FSDP plugin: launch with "
-                              "`accelerate launch --config_file configs/accelerate/fsdp_8gpu.yaml -m rejection_sampling ...`")
+    if config.finetune_enabled:
+        check_trainer_engine(config.distributed, num_processes, torch.cuda.is_available(), accelerate_fsdp_launch(),
+                             "the RS fine-tune", "-m rejection_sampling")
+    else:
+        check_launch(config.distributed, num_processes)
 
 
 def run(config: RSConfig, after_shard: Callable[[int], None] | None = None) -> Path:
@@ -421,7 +399,7 @@ def run(config: RSConfig, after_shard: Callable[[int], None] | None = None) -> P
     prompts = load_prompts(config)
     state.wait_for_everyone()  # every process has read the old manifest before it changes
 
-    with stage if main else _Follower() as stage:
+    with stage if main else FollowerRun() as stage:
         if stage.metrics is not None:
             # Every metric is recomputed from the files, so a resumed run starts a clean log.
             stage.metrics.truncate_after(-1)

@@ -79,12 +79,18 @@ def evaluate_command(args: argparse.Namespace) -> int:
 def calibrate_command(args: argparse.Namespace) -> int:
     """Fit an existing RM folder's calibration on held-out pairs -> MODEL/calibration.json
     (what `rlhf reward train` does after training; for older runs and your own RMs)."""
+    import torch
+
     from core.errors import DataError
-    from reward.calibration import calibration_data, cross_fitted_logits, data_hash, fit_calibration, write_calibration
+    from reward.calibration import (
+        calibration_data,
+        cross_fitted_logits,
+        data_hash,
+        fit_calibration,
+        write_calibration,
+    )
     from reward.evaluate import safety_precision_recall, score_pairs
     from reward.scorer import RewardScorer
-
-    import torch
 
     scorer = RewardScorer(args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
     pairs, name, _, load_report = load_eval_pairs(args)

@@ -238,7 +238,14 @@ def calibrate(config: RewardConfig, model_dir: Path, scored: dict, sources: list
     """Step 6a: Platt scaling on every held-out set's responses (`reward.calibration`) ->
     `model_dir/calibration.json`. Returns (the calibration or None, what eval.json
     records about it)."""
-    from reward.calibration import CALIBRATION_FILE, calibration_data, cross_fitted_logits, data_hash, fit_calibration, write_calibration
+    from reward.calibration import (
+        CALIBRATION_FILE,
+        calibration_data,
+        cross_fitted_logits,
+        data_hash,
+        fit_calibration,
+        write_calibration,
+    )
     from reward.evaluate import SAFETY_THRESHOLD, safety_precision_recall
 
     pairs = [pair for s in scored.values() for pair in s.pairs]
@@ -298,7 +305,7 @@ def evaluate_heldout(config: RewardConfig, model, tokenizer, model_dir: Path, ev
     calibration, result["calibration"] = calibrate(config, model_dir, scored, sources)
     if calibration is not None:
         active.add_output("calibration", model_dir / "calibration.json")
-    for key, stem, pairs, agreement in sets:
+    for key, stem, _, agreement in sets:
         table = evaluate_scored(scored[key], out, name=stem, threshold=SAFETY_THRESHOLD,
                                 judge_agreement=None if agreement is None else scored[key].pick(agreement),
                                 calibration=calibration)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from core.config import load_config
 from core.io import atomic_write_json, atomic_write_text
-from core.run import StageRun, read_manifest
+from core.run import FollowerRun, StageRun, read_manifest
 from sft.config import SFTConfig
 from sft.data import build_sft_dataset
 
@@ -54,25 +54,6 @@ def stage_inputs(config: SFTConfig) -> dict:
             atomic_write_text(path, text)
         train = str(path)
     return {"train": train, "model": resolve_model_path(config.model.name)}
-
-
-class _FollowerRun:
-    """What non-main processes of a multi-process launch get instead of a StageRun:
-    only the main process writes the run folder."""
-
-    metrics = None
-
-    def __init__(self):
-        self.extra: dict = {}
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-    def add_output(self, name, path):
-        pass
 
 
 def _trainer_callback_class():
@@ -250,7 +231,7 @@ def run(config: SFTConfig) -> Path:
     examples, report = build_sft_dataset(config, tokenizer, train_path=inputs["train"])
     previous = read_manifest(out)  # before StageRun replaces it with a "running" one
     state.wait_for_everyone()  # every process has read the old manifest before it changes
-    with stage if state.is_main_process else _FollowerRun() as run_:
+    with stage if state.is_main_process else FollowerRun() as run_:
         resume_from = _fresh_or_resume(out, config, inputs, previous) if state.is_main_process else None
         state.wait_for_everyone()
         if not state.is_main_process:

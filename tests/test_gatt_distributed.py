@@ -23,10 +23,10 @@ import torch
 
 import gatt.synthesize as synthesize_module
 from core.config import load_config
+from core.distributed import check_trainer_engine
 from core.errors import ConfigError
 from gatt.config import GattConfig, RankingSection, SynthesisSection
 from gatt.synthesize import Ranker, merge_stats, shard_seed, shards, synthesize
-from gatt.train import check_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "configs" / "gatt" / "smoke.yaml"
@@ -80,17 +80,17 @@ def test_distributed_key_and_what_each_engine_needs():
     assert load_config(GattConfig, SMOKE, []).distributed == "ddp"
     with pytest.raises(ConfigError, match="distributed"):
         load_config(GattConfig, SMOKE, ["distributed=mpi"])
-    check_engine("ddp", 2, has_gpu=False, fsdp_launch=False)
-    check_engine("none", 1, has_gpu=False, fsdp_launch=False)
-    check_engine("fsdp2", 8, has_gpu=True, fsdp_launch=True)
+    check_trainer_engine("ddp", 2, has_gpu=False, fsdp_launch=False, what="GAtt's fine-tune", command="-m gatt run")
+    check_trainer_engine("none", 1, has_gpu=False, fsdp_launch=False, what="GAtt's fine-tune", command="-m gatt run")
+    check_trainer_engine("fsdp2", 8, has_gpu=True, fsdp_launch=True, what="GAtt's fine-tune", command="-m gatt run")
     with pytest.raises(ConfigError, match="distributed: none runs one process, but this launch started 2"):
-        check_engine("none", 2, has_gpu=False, fsdp_launch=False)
+        check_trainer_engine("none", 2, has_gpu=False, fsdp_launch=False, what="GAtt's fine-tune", command="-m gatt run")
     with pytest.raises(ConfigError, match="does not run on CPU"):
-        check_engine("fsdp2", 2, has_gpu=False, fsdp_launch=False)
+        check_trainer_engine("fsdp2", 2, has_gpu=False, fsdp_launch=False, what="GAtt's fine-tune", command="-m gatt run")
     with pytest.raises(ConfigError, match="did not enable it"):
-        check_engine("fsdp2", 2, has_gpu=True, fsdp_launch=False)
+        check_trainer_engine("fsdp2", 2, has_gpu=True, fsdp_launch=False, what="GAtt's fine-tune", command="-m gatt run")
     with pytest.raises(ConfigError, match="set distributed: fsdp2"):
-        check_engine("ddp", 2, has_gpu=True, fsdp_launch=True)
+        check_trainer_engine("ddp", 2, has_gpu=True, fsdp_launch=True, what="GAtt's fine-tune", command="-m gatt run")
 
 
 def test_none_refuses_a_multi_process_launch_before_touching_the_folder(tmp_path, monkeypatch):
