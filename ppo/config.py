@@ -220,6 +220,10 @@ class PPOConfig(StrictModel):
                 f"model.critic_init: helpfulness_rm starts the critic from the helpfulness RM's score, "
                 f"which does not predict reward.kind {self.reward.kind}; set critic_init: policy"
             )
+        if self.model.memory == "lora" and self.model.gradient_checkpointing:
+            raise ValueError("model.gradient_checkpointing with model.memory: lora is refused: the backward recomputes "
+                             "the critic's layers with the adapter active then (the policy's), so the critic's LoRA "
+                             "gradients would be wrong; use memory: separate or gradient_checkpointing: false")
         if self.model.dtype == "float16":
             raise ValueError(
                 "model.dtype: float16 compute needs loss scaling, which the PPO loop does not do; "

@@ -267,6 +267,9 @@ def prepare_distributed(models: PPOModels, accelerator, mode: str) -> PPOModels:
         raise ConfigError(f"distributed: ddp, but accelerate was launched with a {engine} config, which would wrap "
                           "PPO's models its own way; set distributed: fsdp2 (PPO shards with FSDP2 itself) or launch "
                           "with a DDP config (configs/accelerate/ddp_8gpu.yaml) or torchrun")
+    if str(getattr(accelerator, "mixed_precision", "no")) != "no":
+        raise ConfigError(f"accelerate was launched with mixed_precision {accelerator.mixed_precision}, which would autocast "
+                          "only PPO's training forward; launch with --mixed_precision no and set model.dtype instead")
     if mode == "ddp" and accelerator.num_processes > 1:
         models.trainer = accelerator.prepare_model(models.actor_critic)
     else:

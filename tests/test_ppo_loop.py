@@ -637,3 +637,8 @@ def test_the_score_keeps_calibrated_logits_apart():
     batch = TrainingReward(RewardSection(), fake)([{}] * 3, ["a", "b", "c"], "a test")
     torch.testing.assert_close(batch.score, torch.tensor([15.0, 20.0, -3.0]), atol=1e-4, rtol=0)
     assert batch.raw.dtype == torch.float32
+
+
+def test_lora_with_gradient_checkpointing_is_refused(tmp_path, rms):
+    with pytest.raises(Exception, match="critic's LoRA gradients would be wrong"):
+        config_for(tmp_path / "ppo", rms, **{"model.memory": "lora", "model.gradient_checkpointing": True})
