@@ -19,6 +19,7 @@ them for generation.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 from typing import Literal
 
@@ -28,6 +29,21 @@ from torch import nn
 from core.errors import ConfigError
 
 DistributedMode = Literal["none", "ddp", "fsdp2"]
+
+# Main-process-only work (the held-out evaluations of SFT, rejection sampling and GAtt,
+# writing the run folder) keeps the other processes at a barrier for as long as it
+# takes, far beyond NCCL's default 10-minute collective timeout on a real model; every
+# stage's process group is made with this one.
+COLLECTIVE_TIMEOUT = datetime.timedelta(hours=6)
+
+
+def process_state():
+    """accelerate's `PartialState` of a stage: joins the launch's process group (gloo on a
+    CPU-only machine, NCCL on GPUs) with COLLECTIVE_TIMEOUT. A PartialState, not an
+    Accelerator: a TRL trainer made later builds its own Accelerator over this group."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available(), timeout=COLLECTIVE_TIMEOUT)
 
 
 def make_accelerator(**kwargs):
@@ -42,10 +58,12 @@ def make_accelerator(**kwargs):
     launcher needs mpirun for more).
     """
     from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
-    return Accelerator(**kwargs)
+    handlers = [*kwargs.pop("kwargs_handlers", []), InitProcessGroupKwargs(timeout=COLLECTIVE_TIMEOUT)]
+    return Accelerator(kwargs_handlers=handlers, **kwargs)
 
 
 def check_launch(mode: str, num_processes: int, key: str = "distributed") -> None:
@@ -135,10 +153,6 @@ def fsdp_units(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, FSDPModule)]
 
 
-def is_sharded(model: nn.Module) -> bool:
-    return bool(fsdp_units(model))
-
-
 def local_fraction(model: nn.Module) -> float:
     """The share of `model`'s parameter elements this process stores (1.0 unsharded;
     about 1/N under FSDP2 on N processes)."""
@@ -174,20 +188,25 @@ def gathered(model: nn.Module):
             unit.reshard()
 
 
+def generates_on_shards(model: nn.Module) -> bool:
+    """Whether `model` is FSDP2-sharded right now (outside `gathered`) in a multi-process
+    run: its forwards all-gather, so every process must run the same number of them
+    (`generate(synced_gpus=True)`: a process whose rows all finished keeps stepping)."""
+    from torch.distributed.tensor import DTensor
+
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return False
+    return torch.distributed.get_world_size() > 1 and any(isinstance(p, DTensor) for p in model.parameters())
+
+
 def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Every parameter and buffer of `model` as whole CPU tensors, on every process
-    (collective under FSDP2). Names are those of the unwrapped model."""
+    """Every parameter and buffer of `model` as whole CPU tensors. Every process must call
+    it (collective under FSDP2); with a process group only rank 0 receives the tensors
+    (the others get an empty dict). Names are those of the unwrapped model."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     return get_model_state_dict(unwrap(model), options=options)
-
-
-def load_full_state_dict(model: nn.Module, state: dict[str, torch.Tensor], strict: bool = True) -> None:
-    """The inverse of `full_state_dict`: every process passes the whole tensors and keeps its shard."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-    set_model_state_dict(unwrap(model), state, options=StateDictOptions(full_state_dict=True, strict=strict))
 
 
 def unwrap(model: nn.Module) -> nn.Module:

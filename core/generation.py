@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from core.chat import render
 from core.config import StrictModel
+from core.distributed import generates_on_shards
 
 
 class SamplingConfig(StrictModel):
@@ -138,6 +139,7 @@ def generate_batch(model, tokenizer, conversations: list[list[dict]], sampling: 
         eos_token_id=eos_ids,
         pad_token_id=tokenizer.pad_token_id,
         use_cache=True,
+        synced_gpus=generates_on_shards(model),
     )
     response_ids = output[:, prompt_ids.shape[1]:]
     finished = torch.isin(response_ids, torch.tensor(eos_ids, dtype=response_ids.dtype, device=response_ids.device)).any(dim=1)

@@ -29,7 +29,14 @@ the plan counts, from the Llama-2 shapes (parameter counts are derived from them
   tokens (see `layer_activation_bytes`), plus the LM head's logits over the response;
   attention by a flash/memory-efficient kernel (no T x T scores kept);
 - rollout KV cache: `ppo.chunk_size` sequences generated together per process, keys and
-  values of every layer in the compute dtype.
+  values of every layer in the compute dtype;
+- the policy gathered for generation: under `distributed: fsdp2` with
+  `model.generation_weights: gathered` (the default) every process holds the WHOLE policy
+  while it samples (`core.distributed.gathered`: no collective per token), on top of its
+  shard: the float32 masters in separate mode, the base in its stored dtype and both
+  adapters in the compute dtype in lora mode. `sharded` generates on the shards instead
+  (FSDP2 gathers one layer at a time at every token, the working set above): no whole
+  copy, one all-gather per layer per token.
 
 Rollout and training do not overlap, and gradients are freed after each optimizer step
 (`zero_grad(set_to_none=True)`), so the peak is the weights and optimizer state plus the
@@ -163,6 +170,7 @@ class PPOMemorySettings:
     response_tokens: int = 512  # sampling.max_new_tokens
     lora_r: int = 16
     lora_targets: tuple[str, ...] = LORA_TARGETS
+    generation_weights: Literal["gathered", "sharded"] = "gathered"  # model.generation_weights (fsdp2 only)
 
     def __post_init__(self):
         if self.offload and self.distributed != "fsdp2":
@@ -193,6 +201,7 @@ class PPOMemorySettings:
         parts = [f"memory={self.memory}", f"distributed={self.distributed}"]
         parts += ["offload"] if self.offload else []
         parts += ["checkpointing"] if self.gradient_checkpointing else []
+        parts += ["sharded generation"] if self.distributed == "fsdp2" and self.generation_weights == "sharded" else []
         return ", ".join(parts) + f", micro_batch={self.micro_batch_size}"
 
 
@@ -225,6 +234,7 @@ class MemoryPlan:
     activations: int
     logits: int
     rollout_kv: int
+    gathered_policy: int = 0  # the whole policy on every process while it generates (fsdp2, gathered)
 
     @property
     def resident(self) -> int:
@@ -237,7 +247,9 @@ class MemoryPlan:
 
     @property
     def rollout_peak(self) -> int:
-        return self.resident + self.fsdp_working + self.rollout_kv
+        """Sampling (on the gathered policy, or one gathered layer at a time), then scoring
+        with the frozen models (one gathered layer at a time): the larger of the two."""
+        return self.resident + max(self.gathered_policy, self.fsdp_working) + self.rollout_kv
 
     @property
     def train_peak(self) -> int:
@@ -304,9 +316,14 @@ def ppo_memory_plan(shape: LlamaShape, settings: PPOMemorySettings) -> MemoryPla
         layer = shape.layer_params if s.memory == "separate" else 0
         copies = 2 * (layer if s.gradient_checkpointing else casted)
 
-    fsdp_working = 0
+    fsdp_working = gathered_policy = 0
     if s.distributed == "fsdp2":
         fsdp_working = (2 * shape.layer_params + shape.root_params) * working_bytes
+        if s.generation_weights == "gathered":
+            if s.memory == "separate":
+                gathered_policy = shape.params * MASTER_BYTES
+            else:  # FSDP2's mixed precision gathers the adapters in the compute dtype
+                gathered_policy = shape.params * frozen + 2 * shape.lora_params(s.lora_r, s.lora_targets) * s.compute_bytes
 
     rows, seq = s.rows_per_forward, s.seq_len
     residual = 4 if (s.memory == "separate" or s.dtype == "float32") else s.compute_bytes
@@ -319,7 +336,7 @@ def ppo_memory_plan(shape: LlamaShape, settings: PPOMemorySettings) -> MemoryPla
     # output, its float32 copy and the float32 log-softmax kept for the backward.
     logits = rows * (s.response_tokens + 1) * shape.vocab * (s.compute_bytes + 8)
     rollout_kv = s.chunk_size * seq * shape.layers * 2 * shape.kv_dim * s.compute_bytes
-    return MemoryPlan(shape, s, tuple(models), copies, fsdp_working, activations, logits, rollout_kv)
+    return MemoryPlan(shape, s, tuple(models), copies, fsdp_working, activations, logits, rollout_kv, gathered_policy)
 
 
 def largest_micro_batch(shape: LlamaShape, settings: PPOMemorySettings, gpu_gb: float) -> int | None:
@@ -368,19 +385,25 @@ def settings_from_ppo_config(config, n_gpus: int, prompt_tokens: int = 512) -> P
         response_tokens=config.sampling.max_new_tokens,
         lora_r=lora.r,
         lora_targets=tuple(lora.target_modules),
+        generation_weights=_lookup(config, "model.generation_weights", default="gathered"),
     )
 
 
 def candidates(base: PPOMemorySettings) -> list[PPOMemorySettings]:
     """The configurations a size may need, cheapest first: full fine-tuning sharded, then
     LoRA on a shared base (replicated, then sharded), then full fine-tuning offloaded;
-    each with gradient checkpointing."""
-    ckpt = replace(base, gradient_checkpointing=True, offload=False)
+    each with gradient checkpointing; the sharded ones generating on gathered weights
+    (faster) before generating on the shards."""
+    ckpt = replace(base, gradient_checkpointing=True, offload=False, generation_weights="gathered")
+    sharded_generation = replace(ckpt, generation_weights="sharded")
     return [
         replace(ckpt, memory="separate", distributed="fsdp2"),
         replace(ckpt, memory="lora", distributed="ddp"),
         replace(ckpt, memory="lora", distributed="fsdp2"),
+        replace(sharded_generation, memory="separate", distributed="fsdp2"),
+        replace(sharded_generation, memory="lora", distributed="fsdp2"),
         replace(ckpt, memory="separate", distributed="fsdp2", offload=True),
+        replace(sharded_generation, memory="separate", distributed="fsdp2", offload=True),
     ]
 
 
@@ -392,6 +415,7 @@ def suggestion(shape: LlamaShape, base: PPOMemorySettings, gpu_gb: float) -> str
             option = replace(option, micro_batch_size=micro)
             keys = [f"model.memory: {option.memory}", f"distributed: {option.distributed}"]
             keys += ["offload: true"] if option.offload else []
+            keys += ["model.generation_weights: sharded"] if option.generation_weights == "sharded" else []
             keys += ["gradient checkpointing", f"ppo.micro_batch_size: {micro}"]
             plan = ppo_memory_plan(shape, option)
             extra = f"; {plan.cpu_per_node / GiB:.0f} GiB of host memory per node" if option.offload else ""
@@ -442,6 +466,7 @@ def table(shape: LlamaShape, options: list[tuple[str, PPOMemorySettings]], gpu_g
         ("activations (rows x tokens)", [f"{gib(p.activations)} ({p.settings.rows_per_forward} x {p.settings.seq_len})" for _, p in plans]),
         ("policy logits", [gib(p.logits) for _, p in plans]),
         ("rollout KV cache (chunk rows)", [f"{gib(p.rollout_kv)} ({p.settings.chunk_size})" for _, p in plans]),
+        ("whole policy gathered for generation", [gib(p.gathered_policy) for _, p in plans]),
         ("**peak in rollout**", [gib(p.rollout_peak) for _, p in plans]),
         ("**peak in training**", [gib(p.train_peak) for _, p in plans]),
         (f"**fits {gpu_gb:g} GB ({USABLE:.0%} usable)?**", ["yes" if p.fits(gpu_gb) else "**no**" for _, p in plans]),
@@ -459,13 +484,15 @@ def readme_options(n_gpus: int = 8) -> list[tuple[str, PPOMemorySettings]]:
     micro-batch 8, chunk 32, 512 new tokens; prompts of up to 512 tokens)."""
     base = PPOMemorySettings(n_gpus=n_gpus, rm_dtype="bfloat16")
     ckpt = replace(base, gradient_checkpointing=True)
+    sharded = replace(ckpt, distributed="fsdp2", generation_weights="sharded")
     return [
         ("separate, none", base),
         ("separate, fsdp2", replace(base, distributed="fsdp2")),
         ("separate, fsdp2, ckpt (paper.yaml)", replace(ckpt, distributed="fsdp2")),
         ("lora, ddp, ckpt", replace(ckpt, memory="lora", distributed="ddp")),
         ("lora, fsdp2, ckpt", replace(ckpt, memory="lora", distributed="fsdp2")),
-        ("separate, fsdp2, offload, ckpt", replace(ckpt, distributed="fsdp2", offload=True)),
+        ("lora, fsdp2, ckpt, sharded gen.", replace(sharded, memory="lora")),
+        ("separate, fsdp2, offload, ckpt, sharded gen.", replace(sharded, offload=True)),
     ]
 
 

@@ -34,16 +34,14 @@ def synthesize_main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
 
     def go() -> int:
-        import torch
-        from accelerate import PartialState
 
         from core.config import load_config
-        from core.distributed import check_launch
+        from core.distributed import check_launch, process_state
         from core.io import atomic_write_json
         from gatt.train import DATA, check_models, load_policy, process_device, synthesize_data
 
         config = load_config(GattConfig, args.config, args.overrides)
-        state = PartialState(cpu=not torch.cuda.is_available())  # under a launch: the shards split over its processes
+        state = process_state()  # under a launch: the shards split over its processes
         check_launch(config.distributed, state.num_processes)
         check_models(config)  # the model and the ranking RMs, one line naming the key
         out = Path(args.out) if args.out else Path(config.output_dir) / DATA

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from core.config import config_to_dict
 from core.device import resolve_device
-from core.distributed import accelerate_fsdp_launch, check_trainer_engine
+from core.distributed import accelerate_fsdp_launch, check_trainer_engine, process_state
 from core.errors import ConfigError, RLHFError
 from core.io import atomic_write_json, write_jsonl
 from core.model_paths import check_config_models
@@ -296,14 +296,12 @@ def run(config: GattConfig) -> Path:
     """Run the GAtt stage; returns the fine-tuned model folder (`OUT/sft/model`).
     Every process of a launch calls it (the roles are in the module docstring)."""
     import torch
-    from accelerate import PartialState
 
     from sft.train import run as sft_run
 
     # A PartialState, not an Accelerator: the fine-tune's TRL trainer makes the Accelerator,
     # and one made here first would fix its mixed precision (bf16 training) to "no".
-    # cpu=True without a GPU: a CPU launch joins the gloo group.
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = process_state()
     main = state.is_main_process
     check_trainer_engine(config.distributed, state.num_processes, torch.cuda.is_available(), accelerate_fsdp_launch(),
                          "GAtt's fine-tune", "-m gatt run")

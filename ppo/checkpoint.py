@@ -3,7 +3,12 @@
 OUT/checkpoints/iter-000040/
     policy.safetensors     trainable policy weights (all weights, or the policy adapter)
     critic.safetensors     trainable critic weights (body and head, or adapter and head)
-    optimizer.pt           AdamW state (whole tensors: gathered from the shards under FSDP2)
+    optimizer.pt           AdamW state
+    shards/                instead of the three above under `distributed: fsdp2`: torch
+                           Distributed Checkpoint (DCP) of the policy, the critic and AdamW,
+                           each process writing and reading only its own shards (no
+                           process ever holds whole weights or whole optimizer state;
+                           DCP reshards when the run resumes on another process count)
     rng-rank{r}.pt         torch, python `random` and numpy RNG states of process r
     state.json             iteration, score RunningMoments, data position, eval history,
                            early-stopping counters; written last
@@ -13,7 +18,8 @@ complete; only then are older checkpoints deleted, so there is always one whole
 checkpoint on disk. Folders without state.json or with a leading dot are ignored.
 
 OUT/checkpoints/best/ holds the best policy so far (held-out RM reward), written the
-same way (a new one is renamed into place before the old one is removed).
+same way (a new one is renamed into place before the old one is removed): policy.safetensors,
+or shards/ under fsdp2.
 """
 
 from __future__ import annotations
@@ -26,53 +32,58 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from torch.distributed.tensor import DTensor, distribute_tensor
 
 from core.diskspace import checkpoint_bytes, ensure_free_space
+from core.errors import ConfigError
 from core.io import atomic_write_json
 
 STATE = "state.json"
+SHARDS = "shards"  # the DCP folder of a sharded (fsdp2) checkpoint
 
 
 def _tensors(params: dict[str, torch.nn.Parameter]) -> dict[str, torch.Tensor]:
-    """Whole CPU copies of `params`; an FSDP2 shard is gathered first, so every process
-    must call this together."""
-    return {name: (p.full_tensor() if isinstance(p, DTensor) else p).detach().contiguous().cpu() for name, p in params.items()}
+    """CPU copies of unsharded `params`."""
+    return {name: p.detach().contiguous().cpu() for name, p in params.items()}
 
 
 def load_params(params: dict[str, torch.nn.Parameter], path: Path) -> None:
-    """Copy whole saved tensors into `params`; an FSDP2 parameter keeps only its own shard
-    (every process reads the file, nothing is sent)."""
+    """Copy saved tensors into unsharded `params` (every process reads the file)."""
     saved = load_file(str(path))
     if set(saved) != set(params):
         missing, unexpected = sorted(set(params) - set(saved)), sorted(set(saved) - set(params))
         raise RuntimeError(f"{path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     with torch.no_grad():
         for name, p in params.items():
-            value = saved[name].to(p.device, p.dtype)
-            if isinstance(p, DTensor):
-                p.to_local().copy_(distribute_tensor(value, p.device_mesh, p.placements, src_data_rank=None).to_local())
-            else:
-                p.copy_(value)
+            p.copy_(saved[name].to(p.device, p.dtype))
 
 
-def optimizer_state(models, optimizer) -> dict:
-    """The optimizer's state with whole tensors (collective under FSDP2, keyed by
-    parameter name there; by position otherwise)."""
-    if not models.sharded:
-        return optimizer.state_dict()
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+def _sharded_state(models, optimizer=None) -> dict:
+    """What a sharded checkpoint holds, as this process's shards (DTensors): the trainable
+    parameters (detached views: DCP loads into them in place) and, with `optimizer`,
+    AdamW's state keyed by parameter name (torch's get_optimizer_state_dict creates the
+    moments of a fresh optimizer, so a resumed run has tensors to load into)."""
+    state = {"policy": {n: p.detach() for n, p in models.policy_params.items()},
+             "critic": {n: p.detach() for n, p in models.critic_params.items()}}
+    if optimizer is not None:
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-    return get_optimizer_state_dict(models.actor_critic, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        state["optimizer"] = get_optimizer_state_dict(models.actor_critic, optimizer)
+    return state
 
 
-def load_optimizer_state(models, optimizer, state: dict) -> None:
-    if not models.sharded:
-        optimizer.load_state_dict(state)
-        return
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+def save_shards(folder: Path, state: dict) -> None:
+    """Every process writes its own shards of `state` into `folder` (DCP; collective)."""
+    import torch.distributed.checkpoint as dcp
 
-    set_optimizer_state_dict(models.actor_critic, optimizer, state, options=StateDictOptions(full_state_dict=True))
+    dcp.save(state, checkpoint_id=str(folder))
+
+
+def load_shards(folder: Path, state: dict) -> None:
+    """Every process reads its own shards of `state` from `folder`, in place (collective)."""
+    import torch.distributed.checkpoint as dcp
+
+    with torch.no_grad():
+        dcp.load(state, checkpoint_id=str(folder))
 
 
 def rng_state() -> dict:
@@ -90,8 +101,6 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
 
 
 def checkpoint_name(iteration: int) -> str:
@@ -112,15 +121,17 @@ def save_checkpoint(accelerator, folder: Path, iteration: int, models, optimizer
     # every process checks (one file system in a single-node run), so none waits for a failed writer
     trainable = [*models.policy_params.values(), *models.critic_params.values()]
     ensure_free_space(folder, checkpoint_bytes(trainable, trainable), f"PPO checkpoint of iteration {iteration}")
-    policy, critic = _tensors(models.policy_params), _tensors(models.critic_params)  # every process: gathers
-    optim_state = optimizer_state(models, optimizer)
     if accelerator.is_main_process:
         folder.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        save_file(policy, str(tmp / "policy.safetensors"))
-        save_file(critic, str(tmp / "critic.safetensors"))
-        torch.save(optim_state, tmp / "optimizer.pt")
+    accelerator.wait_for_everyone()
+    if models.sharded:
+        save_shards(tmp / SHARDS, _sharded_state(models, optimizer))
+    elif accelerator.is_main_process:  # ddp and one process: every process holds the same whole tensors
+        save_file(_tensors(models.policy_params), str(tmp / "policy.safetensors"))
+        save_file(_tensors(models.critic_params), str(tmp / "critic.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     accelerator.wait_for_everyone()
     torch.save(rng_state(), tmp / f"rng-rank{accelerator.process_index}.pt")
     accelerator.wait_for_everyone()
@@ -136,11 +147,29 @@ def save_checkpoint(accelerator, folder: Path, iteration: int, models, optimizer
 
 
 def load_checkpoint(accelerator, path: Path, models, optimizer) -> dict:
-    """Restore weights, optimizer and this process's RNG; returns state.json."""
+    """Restore weights, optimizer and this process's RNG; returns state.json.
+
+    A sharded checkpoint resumes under distributed: fsdp2 on any number of processes (DCP
+    reshards); a whole one under none or ddp."""
     state = json.loads((path / STATE).read_text(encoding="utf-8"))
-    load_params(models.policy_params, path / "policy.safetensors")
-    load_params(models.critic_params, path / "critic.safetensors")
-    load_optimizer_state(models, optimizer, torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))  # the optimizer moves it to its parameters
+    if (path / SHARDS).is_dir():
+        if not models.sharded:
+            raise ConfigError(f"{path} is a sharded checkpoint (written under distributed: fsdp2 on "
+                              f"{state.get('num_processes', '?')} processes); resume it with distributed: fsdp2 "
+                              "on two or more processes")
+        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+        shards = _sharded_state(models, optimizer)
+        load_shards(path / SHARDS, shards)
+        set_optimizer_state_dict(models.actor_critic, optimizer, shards["optimizer"])
+    else:
+        if models.sharded:
+            raise ConfigError(f"{path} holds whole weights (written under distributed: none or ddp); resume it "
+                              "with that distributed mode, or start a fresh output_dir for distributed: fsdp2")
+        load_params(models.policy_params, path / "policy.safetensors")
+        load_params(models.critic_params, path / "critic.safetensors")
+        # the optimizer moves the state to its parameters' device
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
     rng_file = path / f"rng-rank{accelerator.process_index}.pt"
     if rng_file.is_file():  # absent when resuming with more processes than the checkpoint had
         set_rng_state(torch.load(rng_file, weights_only=True))
@@ -149,13 +178,18 @@ def load_checkpoint(accelerator, path: Path, models, optimizer) -> dict:
 
 def save_best(accelerator, folder: Path, iteration: int, models) -> None:
     """Write the policy as the best so far: new folder complete first, then swap."""
-    policy = _tensors(models.policy_params)  # every process: gathers
+    best, tmp, old = folder / "best", folder / ".tmp-best", folder / ".old-best"
     if accelerator.is_main_process:
-        best, tmp, old = folder / "best", folder / ".tmp-best", folder / ".old-best"
         folder.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        save_file(policy, str(tmp / "policy.safetensors"))
+    accelerator.wait_for_everyone()
+    if models.sharded:
+        save_shards(tmp / SHARDS, {"policy": _sharded_state(models)["policy"]})
+    elif accelerator.is_main_process:
+        save_file(_tensors(models.policy_params), str(tmp / "policy.safetensors"))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
         atomic_write_json(tmp / "best.json", {"iteration": iteration})
         shutil.rmtree(old, ignore_errors=True)
         if best.exists():
@@ -172,4 +206,7 @@ def load_best(folder: Path, iteration: int, models) -> None:
     recorded = json.loads((best / "best.json").read_text(encoding="utf-8"))["iteration"]
     if recorded != iteration:
         raise RuntimeError(f"{best} holds the policy of iteration {recorded}, but the run's best is iteration {iteration}")
-    load_params(models.policy_params, best / "policy.safetensors")
+    if (best / SHARDS).is_dir():
+        load_shards(best / SHARDS, {"policy": _sharded_state(models)["policy"]})
+    else:
+        load_params(models.policy_params, best / "policy.safetensors")

@@ -70,6 +70,14 @@ class ModelSection(StrictModel):
     # (policy and critic; core/memory_plan.py's "ckpt": 49.5 -> 5.5 GiB per GPU at 7B,
     # and one layer's bf16 weight copies instead of all of them). Same step, more compute.
     gradient_checkpointing: bool = False
+    # distributed: fsdp2 only. How the sharded policy generates (rollouts and held-out
+    # evaluation). gathered: every process gathers the WHOLE policy first and samples with
+    # no collective per token (fast; costs a whole copy of the policy per process, which
+    # core/memory_plan.py counts: 25 GiB at 7B). sharded: sample on the shards, FSDP2
+    # gathering one decoder layer at a time at every token (generate(synced_gpus=True)
+    # keeps the processes' forwards in step): two layers' memory, one all-gather per
+    # layer per token (what 70B needs on 8 x 80 GB).
+    generation_weights: Literal["gathered", "sharded"] = "gathered"
 
 
 class DataSection(StrictModel):
@@ -229,4 +237,12 @@ class PPOConfig(StrictModel):
                 "model.dtype: float16 compute needs loss scaling, which the PPO loop does not do; "
                 "use bfloat16 (autocast over float32 master weights) or float32"
             )
+        if self.model.generation_weights == "sharded" and self.distributed != "fsdp2":
+            raise ValueError(f"model.generation_weights: sharded generates on FSDP2 shards, but distributed is "
+                             f"{self.distributed} (whole models on every process); set distributed: fsdp2 or "
+                             "generation_weights: gathered")
+        if self.eval.sampled_on is not None:
+            raise ValueError("eval.sampled: PPO's held-out evaluation (keep-best, early stopping) is greedy only; "
+                             "remove eval.sampled here and evaluate sampled answers after the stage with "
+                             "`rlhf eval prompts --samples-per-prompt N` or the pipeline's eval stage")
         return self

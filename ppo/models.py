@@ -33,7 +33,8 @@ synchronises their gradients in it. `ddp`: that module goes through
 reference are each sharded per decoder layer with `fully_shard` (the loop shards the
 two reward models the same way: all five models, as core/memory_plan.py counts them).
 Generation runs inside
-`core.distributed.gathered` (whole weights, no collectives per token).
+`core.distributed.gathered` (whole weights, no collectives per token), or on the shards
+with `model.generation_weights: sharded` (one layer gathered at a time, every token).
 
 `PPOModels` only runs forwards; the loop owns the optimizer and the steps.
 """
@@ -47,7 +48,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from core.distributed import check_launch, decoder_layers, gathered, shard_fsdp2
+from core.distributed import decoder_layers, gathered, shard_fsdp2
 from core.errors import ConfigError, ModelLoadError
 from core.models import load_causal_lm, load_tokenizer, resolve_model_path, torch_dtype
 
@@ -151,6 +152,8 @@ class PPOModels:
     actor_critic: ActorCritic | None = None  # policy and critic as one module (set by `prepare_distributed`)
     trainer: nn.Module | None = None  # what the training forward calls: actor_critic, or its DDP wrapper
     sharded: bool = False  # FSDP2: each process holds a shard of policy, critic and reference
+    checkpointed_layers: list[nn.Module] = field(default_factory=list)  # decoder layers under gradient checkpointing
+    gather_for_generation: bool = True  # model.generation_weights: gathered (False: generate on the shards)
 
     def autocast(self):
         """The context every rollout and training forward runs in: autocast to the
@@ -200,8 +203,6 @@ class PPOModels:
         with self._adapter(CRITIC_ADAPTER):
             return self.critic(input_ids, attention_mask, position_ids)
 
-    checkpointed_layers: list[nn.Module] = field(default_factory=list)  # decoder layers under gradient checkpointing
-
     def train_forward(self, input_ids, attention_mask, position_ids, keep: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Policy logits and critic values in one forward of the (wrapped) trained module.
 
@@ -218,7 +219,11 @@ class PPOModels:
                 layer.training = False
 
     def gathered_policy(self):
-        """A context inside which the policy generates with whole weights (`core.distributed.gathered`)."""
+        """A context inside which the policy generates: with whole weights
+        (`core.distributed.gathered`), or on its shards under `model.generation_weights:
+        sharded` (`core.generation.generate_batch` then keeps the processes in step)."""
+        if not self.gather_for_generation:
+            return contextlib.nullcontext(self.policy)
         return gathered(self.policy)
 
     # -- weights -------------------------------------------------------------
@@ -234,18 +239,27 @@ class PPOModels:
         return self.policy.to(torch.float32).merge_and_unload()
 
 
-def prepare_distributed(models: PPOModels, accelerator, mode: str) -> PPOModels:
+def prepare_distributed(models: PPOModels, accelerator, mode: str, generation_weights: str = "gathered") -> PPOModels:
     """Put the trained networks on `mode`'s engine (see the module docstring); the
     optimizer must be built afterwards, over `models.trainable()` (FSDP2 replaces every
-    parameter by its shard). In place; returns `models`."""
-    check_launch(mode, accelerator.num_processes)
+    parameter by its shard). In place; returns `models`. (`run` checked the launch
+    against `mode` before the run folder was touched.)"""
     if mode == "fsdp2" and accelerator.num_processes > 1:
         device_type = accelerator.device.type
+        models.gather_for_generation = generation_weights == "gathered"
         if models.mode == "lora":
             # One sharded base carries both adapters (and is the reference); the value
             # head is its own unit. A bf16 base with float32 adapters needs FSDP2's
             # mixed precision (gathered in bf16, the compute dtype anyway).
-            mixed = models.compute_dtype if models.compute_dtype is not None else None
+            mixed = models.compute_dtype
+            base_dtypes = {p.dtype for p in models.policy.get_base_model().parameters()}
+            if mixed is None and base_dtypes != {torch.float32}:
+                raise ConfigError(
+                    f"model.memory: lora with distributed: fsdp2 and model.dtype {models.policy.get_base_model().dtype}: "
+                    "the frozen base is stored in its checkpoint's dtype but the adapters in float32, and one FSDP2 "
+                    "unit cannot hold both without a compute dtype to gather them in; set model.dtype: bfloat16 "
+                    "(or float32)"
+                )
             # The root unit is the causal LM under the adapters: generation, the policy,
             # the reference and the critic all enter the base through its forward.
             shard_fsdp2(models.policy.get_base_model(), device_type, param_dtype=mixed)

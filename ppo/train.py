@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate.utils import gather_object
+from accelerate.utils import broadcast_object_list, gather_object
 from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 
@@ -58,7 +58,7 @@ from core.generation import generate_batch
 from core.io import atomic_write_json
 from core.model_paths import check_config_models
 from core.models import resolve_model_path, save_model
-from core.run import StageRun
+from core.run import FollowerRun, StageRun
 from core.sources import describe_source, gold_judge, is_toyworld, load_prompt_source, source_name
 from ppo.checkpoint import latest_checkpoint, load_best, load_checkpoint, save_best, save_checkpoint
 from ppo.config import PPOConfig
@@ -205,8 +205,7 @@ def evaluate_heldout(models, tokenizer, heldout: list[dict], scorer: GatedScorer
     The policy answers without autocast: in separate mode on its float32 masters (PPO's
     per-weight steps would vanish in a bf16 forward), in lora mode on the frozen base in
     `model.dtype` with float32 adapters. Every process evaluates the whole held-out set with
-    the same seeds and the same weights, so all of them take the same early-stopping
-    decision without talking.
+    the same seeds and the same weights (the loop then takes the main process's figures).
     """
     with models.gathered_policy() as policy:
         answers = answer_prompts(policy, tokenizer, heldout, config.eval.sampling, progress=False)
@@ -264,11 +263,10 @@ def run(config: PPOConfig) -> Path:
         if accelerator.is_main_process:
             print(f"ppo: {out} is complete with this config and these inputs; skipping")
         return out / "model"
-    with stage if accelerator.is_main_process else contextlib.nullcontext():
-        train(config, accelerator, stage.metrics if accelerator.is_main_process else None, prompts, heldout)
-        if accelerator.is_main_process:
-            stage.add_output("model", out / "model")
-            stage.add_output("eval", out / "eval.json")
+    with stage if accelerator.is_main_process else FollowerRun() as run_:
+        train(config, accelerator, run_.metrics, prompts, heldout)
+        run_.add_output("model", out / "model")
+        run_.add_output("eval", out / "eval.json")
     return out / "model"
 
 
@@ -309,7 +307,7 @@ def setup(config: PPOConfig, accelerator) -> Loop:
     ppo, opt = config.ppo, config.optim
     device = accelerator.device
     models, tokenizer = build_models(config, device)
-    prepare_distributed(models, accelerator, config.distributed)
+    prepare_distributed(models, accelerator, config.distributed, config.model.generation_weights)
     scorer = GatedScorer(config.reward_models, device=str(device))
     if models.sharded:  # every process scores the same number of batches (equal shares), so FSDP2's gathers line up
         for rm in (scorer.helpfulness.model, scorer.safety.model):
@@ -535,6 +533,11 @@ def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout:
 
     def held_out_eval(iteration: int) -> dict:
         summary, columns = evaluate_heldout(models, tokenizer, heldout, scorer, config, loop.reward_fn)
+        if accelerator.num_processes > 1:
+            # Every process evaluated the same prompts on the same weights, but a GPU kernel
+            # need not be bit-reproducible: the main process's figures decide keep-best and
+            # early stopping for all, so no process saves or stops alone.
+            summary, columns = broadcast_object_list([summary, columns])
         result = {"iteration": iteration, **summary, "columns": columns}
         state["evals"].append(result)
         if beats_the_best(result, state, best_metric):

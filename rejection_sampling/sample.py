@@ -352,13 +352,12 @@ def run(config: RSConfig, after_shard: Callable[[int], None] | None = None) -> P
     `after_shard(i)` is called after shard i is on disk (tests use it to kill the
     run midway and check that resuming gives the same samples).
     """
-    from accelerate import PartialState
 
     from core.device import resolve_device
-    from core.distributed import make_accelerator
+    from core.distributed import make_accelerator, process_state
 
     make_accelerator()  # sees every process of a CPU torchrun launch too
-    state = PartialState()
+    state = process_state()
     check_distributed(config, state.num_processes)
     main = state.is_main_process
     device = resolve_device(config.device)

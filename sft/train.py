@@ -201,15 +201,13 @@ def _answer(model, tokenizer, config: SFTConfig):
 # ---------------------------------------------------------------- the stage
 def run(config: SFTConfig) -> Path:
     """Run the SFT stage; returns the path of the trained model folder (`OUT/model`)."""
-    import torch
-    from accelerate import PartialState
     from transformers import set_seed
 
+    from core.distributed import process_state
     from core.model_paths import check_config_models
     from core.models import load_causal_lm, load_tokenizer, save_model
 
-    # cpu=True when no GPU: under `accelerate launch` on a CPU box this joins the gloo group
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = process_state()  # under `accelerate launch` on a CPU box this joins the gloo group
     out = Path(config.output_dir)
     model_dir = out / "model"
 

@@ -91,7 +91,25 @@ def test_fsdp2_shards_every_model_and_checkpointing_keeps_layer_inputs():
     assert plan.fsdp_working == 5408  # (2 gathered layers 2 x 592 + root 168) x 4 B
     assert plan.activations == 6400  # 2 rows x 8 tokens x (2 layer inputs x h 8 x 4 B + one layer 336)
     assert plan.train_peak == 38770  # 19712 + 5266 + 5408 + 1184 + 6400 + 800
-    assert plan.rollout_peak == 25888  # 19712 + 5408 + 768
+    assert plan.gathered_policy == 5408  # generation on the whole float32 policy: 1352 x 4 B
+    assert plan.rollout_peak == 25888  # 19712 + max(gathered policy 5408, gathered layers 5408) + KV 768
+
+
+def test_generating_on_gathered_or_sharded_weights():
+    gathered = ppo_memory_plan(TINY, replace(BASE, memory="lora", distributed="fsdp2"))
+    # resident, halves: base 1352 + policy adapter (1024 + AdamW 2048) + critic adapter and
+    # head (521 x 4 / 2 = 1042 + 2084) + RMs 2 x 1281
+    assert gathered.resident == 10112
+    # the whole bf16 base 1352 x 2 B and both adapters in the compute dtype 2 x 512 x 2 B
+    assert gathered.gathered_policy == 4752
+    assert gathered.fsdp_working == 2704  # (2 layers 2 x 592 + root 168) x 2 B
+    assert gathered.rollout_peak == 15632  # 10112 + 4752 + KV 768
+    sharded = ppo_memory_plan(TINY, replace(BASE, memory="lora", distributed="fsdp2", generation_weights="sharded"))
+    assert sharded.gathered_policy == 0
+    assert sharded.rollout_peak == 13584  # 10112 + one layer at a time (the working set 2704) + 768
+    assert sharded.train_peak == gathered.train_peak
+    # whole models on every process: nothing to gather, whatever the key says
+    assert ppo_memory_plan(TINY, replace(BASE, memory="lora", distributed="ddp")).gathered_policy == 0
 
 
 def test_lora_shared_base_under_ddp():
@@ -141,6 +159,7 @@ def test_warning_for_the_paper_preset_at_7b_and_none_for_unknown_sizes():
     assert "fits with" in warning  # and names a configuration that fits
     at_70b = ppo_memory_warning(paper, n_gpus=8, gpu_gb=80, model_name="meta-llama/Llama-2-70b-hf")
     assert at_70b.startswith("PPO at Llama-2-70B") and "model.memory: lora, distributed: fsdp2" in at_70b
+    assert "model.generation_weights: sharded" in at_70b  # the bf16 base cannot be gathered whole
     smoke = load_config(PPOConfig, "configs/ppo/smoke.yaml")
     assert ppo_memory_warning(smoke, n_gpus=8, gpu_gb=80) is None
 

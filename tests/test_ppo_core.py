@@ -499,6 +499,54 @@ def test_whole_batch_statistics_with_a_reduce_are_those_of_all_shares():
     close(masked_var(x, m), (42 / 9) / 2)
 
 
+def on_two_processes(fn, share_0: tuple, share_1: tuple) -> list:
+    """Run `fn(*share, reduce=...)` for two processes holding different shares, each in a
+    thread whose `reduce` is a real all-reduce with the other (both deposit, wait, sum),
+    as accelerate's reduce is in a launch. Returns both processes' results."""
+    import threading
+
+    barrier, deposited, results = threading.Barrier(2), [None, None], [None, None]
+
+    def process(rank: int, share: tuple) -> None:
+        def reduce(t: torch.Tensor) -> torch.Tensor:
+            deposited[rank] = t.clone()
+            barrier.wait()
+            total = deposited[0] + deposited[1]
+            barrier.wait()  # nobody deposits the next sum before both have read this one
+            return total
+
+        results[rank] = fn(*share, reduce=reduce)
+
+    threads = [threading.Thread(target=process, args=(rank, share)) for rank, share in enumerate((share_0, share_1))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results
+
+
+def test_statistics_over_two_unequal_shares_are_those_of_the_whole_batch():
+    # Process 0 holds 3 real entries in 2 rows, process 1 holds 5 in 1 row: the batch
+    # statistics must weigh entries, not processes (the mean of the two means is wrong).
+    x0 = torch.tensor([[1.0, 2.0, 0.0, 0.0, 0.0], [4.0, 0.0, 0.0, 0.0, 0.0]])
+    m0 = torch.tensor([[1.0, 1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0, 0.0]])
+    x1 = torch.tensor([[10.0, -3.0, 6.0, 0.5, 2.0]])
+    m1 = torch.ones(1, 5)
+    whole_x, whole_m = torch.cat([x0, x1]), torch.cat([m0, m1])
+    # all 8 entries: 1 2 4 10 -3 6 0.5 2 -> sum 22.5, mean 2.8125 (the two means are 7/3 and 3.1)
+    for rank_result in on_two_processes(masked_mean, (x0, m0), (x1, m1)):
+        close(rank_result, 22.5 / 8)
+    for rank_result in on_two_processes(masked_var, (x0, m0), (x1, m1)):
+        close(rank_result, float(masked_var(whole_x, whole_m)))
+    white_0, white_1 = on_two_processes(masked_whiten, (x0, m0), (x1, m1))
+    whole_white = masked_whiten(whole_x, whole_m)
+    torch.testing.assert_close(white_0 * m0, whole_white[:2] * m0)
+    torch.testing.assert_close(white_1 * m1, whole_white[2:] * m1)
+    v0, v1 = torch.tensor([[0.5, 1.0, 9.0, 9.0, 9.0], [3.0, 9.0, 9.0, 9.0, 9.0]]), torch.tensor([[8.0, -1.0, 5.0, 1.0, 1.0]])
+    for rank_result in on_two_processes(explained_variance, (v0, x0, m0), (v1, x1, m1)):
+        close(rank_result, float(explained_variance(torch.cat([v0, v1]), whole_x, whole_m)))
+
+
 def test_stderr_from_sums_by_hand():
     from ppo.train import stderr_from_sums
 
