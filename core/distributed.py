@@ -105,6 +105,20 @@ def check_trainer_engine(mode: str, num_processes: int, has_gpu: bool, fsdp_laun
         )
 
 
+def can_shard(num_processes: int) -> bool:
+    """Whether FSDP2 shards in this launch: one of several processes, or the one process of
+    `torchrun --nproc_per_node 1` (its process group of one is made here if accelerate
+    did not make it), which runs every sharded code path (DTensors, sharded checkpoints,
+    generation on shards) on a single device, as the GPU check does. A plain one-process
+    run has no process group and keeps whole models."""
+    if num_processes > 1 or torch.distributed.is_initialized():
+        return True
+    if not {"MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE"} <= os.environ.keys():
+        return False
+    torch.distributed.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo", timeout=COLLECTIVE_TIMEOUT)
+    return True
+
+
 def decoder_layers(model: nn.Module) -> list[nn.Module]:
     """The transformer blocks of a causal LM, its bare body, or a PEFT wrapper of either."""
     for path in ("model.layers", "layers", "base_model.model.model.layers", "body.layers"):

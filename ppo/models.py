@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from core.distributed import decoder_layers, gathered, shard_fsdp2
+from core.distributed import can_shard, decoder_layers, gathered, shard_fsdp2
 from core.errors import ConfigError, ModelLoadError
 from core.models import load_causal_lm, load_tokenizer, resolve_model_path, torch_dtype
 
@@ -244,7 +244,7 @@ def prepare_distributed(models: PPOModels, accelerator, mode: str, generation_we
     optimizer must be built afterwards, over `models.trainable()` (FSDP2 replaces every
     parameter by its shard). In place; returns `models`. (`run` checked the launch
     against `mode` before the run folder was touched.)"""
-    if mode == "fsdp2" and accelerator.num_processes > 1:
+    if mode == "fsdp2" and can_shard(accelerator.num_processes):
         device_type = accelerator.device.type
         models.gather_for_generation = generation_weights == "gathered"
         if models.mode == "lora":

@@ -6,8 +6,9 @@
 # 1. the gpu-demo SFT preset for 20 steps, the two gpu-demo reward models for 5 steps
 #    each (from that SFT model), the gpu-demo PPO preset for 2 iterations at the paper's
 #    batch 512 / minibatch 64 on them; every stage in bf16;
-# 2. PPO once more with `distributed=fsdp2` in one process under torchrun, only when
-#    the PPO config has the `distributed` key (issue 24's sharded PPO);
+# 2. PPO once more with `distributed=fsdp2` in one process under torchrun (a process
+#    group of one: FSDP2 modules and DTensors on CUDA, a sharded DCP checkpoint), only
+#    when the PPO config has the `distributed` key (issue 24's sharded PPO);
 # 3. `python -m benchmarks training --device cuda` and
 #    `python -m benchmarks ppo --device cuda --batch-size 512 --minibatch-size 64`.
 #

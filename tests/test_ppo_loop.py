@@ -449,6 +449,21 @@ def test_fsdp2_on_two_processes_shards_resumes_and_takes_the_same_steps_as_one(t
     assert_same_keep_best(out, accumulating_run)
 
 
+def test_fsdp2_on_one_torchrun_process_runs_the_sharded_paths(tmp_path, rms, reference_run):
+    """`torchrun --nproc_per_node 1 ... distributed=fsdp2` (the GPU check's one-device run):
+    the models become FSDP2 modules over a process group of one, checkpoints are sharded
+    (DCP), and the steps are the plain one-process run's."""
+    out = tmp_path / "ppo"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "-m", "ppo",
+           *overrides(out, rms, distributed="fsdp2")]
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (out / "checkpoints" / "iter-000003" / "shards" / ".metadata").is_file()
+    assert metric_rows(out)[0]["num_processes"] == 1
+    assert_same_weights(out, reference_run, atol=1e-5)
+
+
 def test_a_checkpoint_resumes_only_in_its_own_layout(tmp_path, rms):
     """A sharded checkpoint cannot be read by one whole-model process (and the reverse),
     with an error naming the mode to resume with."""
