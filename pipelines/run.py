@@ -348,13 +348,16 @@ class Pipeline:
     def rs_config(self, ref: StageRef, version: str, iteration: int, policy: Path, rms: dict[str, Path], pool: list[Path]):
         from rejection_sampling.config import RSConfig
 
+        # The pipeline evaluates every version the same way; the stage's own evaluation
+        # runs only when the stage has control arms to compare with its fine-tune.
+        arms = nest(ref.overrides).get("control_arms", read_yaml(ref.preset).get("control_arms") or [])
         wiring = {
             "policy": str(policy),
             **self.rm_wiring(rms),
             "iteration": iteration,
             "pool_dirs": [str(p) for p in pool],
             "output_dir": str(self.root / version / "rs"),
-            "eval.enabled": False,
+            "eval.enabled": bool(arms),
             **self.tracking,
         }
         # A preset that restarts the fine-tune from the SFT model (Llama 2's choice) names

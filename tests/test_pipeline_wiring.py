@@ -80,6 +80,18 @@ def test_rejection_sampling_restarts_from_this_runs_sft_model(tmp_path):
     assert smoke.init_model is None  # a preset that fine-tunes the sampler itself keeps doing so
 
 
+def test_rejection_sampling_evaluates_itself_only_to_compare_its_control_arms(tmp_path):
+    runner = pipeline(tmp_path, (
+        "sft: {preset: configs/sft/smoke.yaml}\nreward: {preset: configs/reward/smoke.yaml}\n"
+        "versions: [{name: v1, rejection_sampling: {preset: configs/rs/smoke.yaml, overrides: {control_arms: [best_of_1]}}},\n"
+        "           {name: v2, rejection_sampling: {preset: configs/rs/smoke.yaml}}]\n"))
+    rms = {"helpfulness": Path("h"), "safety": Path("s")}
+    with_arm = runner.rs_config(runner.config.versions[0].rejection_sampling, "v1", 1, Path("p"), rms, [])
+    assert with_arm.control_arms == ["best_of_1"] and with_arm.eval.enabled  # the arm is compared in the stage
+    plain = runner.rs_config(runner.config.versions[1].rejection_sampling, "v2", 2, Path("p"), rms, [])
+    assert not plain.eval.enabled  # the pipeline's own evaluation covers the version
+
+
 def read_preset_init(path: str) -> str:
     from core.config import read_yaml
 
