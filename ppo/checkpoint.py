@@ -149,14 +149,15 @@ def save_checkpoint(accelerator, folder: Path, iteration: int, models, optimizer
 def load_checkpoint(accelerator, path: Path, models, optimizer) -> dict:
     """Restore weights, optimizer and this process's RNG; returns state.json.
 
-    A sharded checkpoint resumes under distributed: fsdp2 on any number of processes (DCP
-    reshards); a whole one under none or ddp."""
+    A sharded checkpoint (written by a sharded launch: distributed: fsdp2 under torchrun or
+    on several processes) resumes under such a launch on any number of processes (DCP
+    reshards); a whole one in an unsharded run."""
     state = json.loads((path / STATE).read_text(encoding="utf-8"))
     if (path / SHARDS).is_dir():
         if not models.sharded:
-            raise ConfigError(f"{path} is a sharded checkpoint (written under distributed: fsdp2 on "
-                              f"{state.get('num_processes', '?')} processes); resume it with distributed: fsdp2 "
-                              "on two or more processes")
+            raise ConfigError(f"{path} is a sharded checkpoint (written by a distributed: fsdp2 launch of "
+                              f"{state.get('num_processes', '?')} process(es)); this run is not sharded: relaunch the "
+                              "same config under torchrun (any number of processes) to resume it")
         from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
 
         shards = _sharded_state(models, optimizer)
@@ -164,8 +165,9 @@ def load_checkpoint(accelerator, path: Path, models, optimizer) -> dict:
         set_optimizer_state_dict(models.actor_critic, optimizer, shards["optimizer"])
     else:
         if models.sharded:
-            raise ConfigError(f"{path} holds whole weights (written under distributed: none or ddp); resume it "
-                              "with that distributed mode, or start a fresh output_dir for distributed: fsdp2")
+            raise ConfigError(f"{path} holds whole weights (written by an unsharded run); this launch shards "
+                              "(distributed: fsdp2 under torchrun): relaunch the same config as a plain process or with "
+                              "distributed: ddp to resume it, or start a fresh output_dir")
         load_params(models.policy_params, path / "policy.safetensors")
         load_params(models.critic_params, path / "critic.safetensors")
         # the optimizer moves the state to its parameters' device

@@ -340,16 +340,16 @@ def evaluate_heldout(config: RewardConfig, model, tokenizer, model_dir: Path, ev
 
 
 def run(config: RewardConfig) -> Path:
-    from accelerate import PartialState
     from datasets import Dataset
 
+    from core.distributed import process_state
     from core.model_paths import check_config_models
     from core.models import load_tokenizer, save_model
     from core.run import StageRun
     from reward.data_mix import mix_pairs, mix_summary
 
     out = Path(config.output_dir)
-    state = PartialState()
+    state = process_state()
 
     # 1. run folder: skip when done and unchanged; only the main process writes.
     stage = StageRun(out, STAGE, config, inputs={"init_model": config.init_model, **{

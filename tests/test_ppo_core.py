@@ -505,7 +505,7 @@ def on_two_processes(fn, share_0: tuple, share_1: tuple) -> list:
     as accelerate's reduce is in a launch. Returns both processes' results."""
     import threading
 
-    barrier, deposited, results = threading.Barrier(2), [None, None], [None, None]
+    barrier, deposited, results, errors = threading.Barrier(2, timeout=30), [None, None], [None, None], []
 
     def process(rank: int, share: tuple) -> None:
         def reduce(t: torch.Tensor) -> torch.Tensor:
@@ -515,13 +515,19 @@ def on_two_processes(fn, share_0: tuple, share_1: tuple) -> list:
             barrier.wait()  # nobody deposits the next sum before both have read this one
             return total
 
-        results[rank] = fn(*share, reduce=reduce)
+        try:
+            results[rank] = fn(*share, reduce=reduce)
+        except BaseException as exc:  # noqa: BLE001 (re-raised below, in the test's thread)
+            errors.append(exc)
+            barrier.abort()  # the other process stops waiting instead of hanging
 
-    threads = [threading.Thread(target=process, args=(rank, share)) for rank, share in enumerate((share_0, share_1))]
+    threads = [threading.Thread(target=process, args=(rank, share), daemon=True) for rank, share in enumerate((share_0, share_1))]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=30)
+        thread.join(timeout=60)
+    if errors:
+        raise errors[0]
     return results
 
 

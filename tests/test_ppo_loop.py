@@ -465,8 +465,9 @@ def test_fsdp2_on_one_torchrun_process_runs_the_sharded_paths(tmp_path, rms, ref
 
 
 def test_a_checkpoint_resumes_only_in_its_own_layout(tmp_path, rms):
-    """A sharded checkpoint cannot be read by one whole-model process (and the reverse),
-    with an error naming the mode to resume with."""
+    """A sharded checkpoint cannot be read by a plain one-process run: the error says to
+    relaunch under torchrun (the reverse, a whole checkpoint under a sharded launch, has
+    its own error in ppo/checkpoint.py)."""
     import shutil
 
     from core.errors import ConfigError
@@ -478,8 +479,29 @@ def test_a_checkpoint_resumes_only_in_its_own_layout(tmp_path, rms):
     checkpoint = out / "checkpoints" / "iter-000001"
     shutil.move(checkpoint / "policy.safetensors", tmp_path / "policy.safetensors")
     (checkpoint / "shards").mkdir()
-    with pytest.raises(ConfigError, match="sharded checkpoint.*resume it with distributed: fsdp2"):
+    with pytest.raises(ConfigError, match="sharded checkpoint.*relaunch the same config under torchrun"):
         run_ppo(out, rms)
+
+
+def test_an_earlier_bf16_stage_in_the_process_does_not_stop_ppo(tmp_path, rms, monkeypatch):
+    """In a pipeline PPO runs in the process where a TRL fine-tune left accelerate's shared
+    state in bf16 (the quickstart's rejection-sampling fine-tune): one process never goes
+    through accelerator.prepare, so PPO runs. A launch asking for bf16 is refused."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from core.errors import ConfigError
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # a fresh process, as a pipeline's
+    try:
+        Accelerator(mixed_precision="bf16", cpu=True)  # what the earlier stage leaves behind
+        run_ppo(tmp_path / "ppo", rms, iterations=1)
+        assert read_manifest(tmp_path / "ppo")["status"] == "completed"
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # what `accelerate launch --mixed_precision bf16` sets
+    with pytest.raises(ConfigError, match="launched with mixed_precision bf16"):
+        run_ppo(tmp_path / "other", rms, iterations=1)
 
 
 def test_distributed_keys_are_checked(tmp_path, rms):
