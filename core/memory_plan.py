@@ -323,7 +323,7 @@ def ppo_memory_plan(shape: LlamaShape, settings: PPOMemorySettings) -> MemoryPla
             if s.memory == "separate":
                 gathered_policy = shape.params * MASTER_BYTES
             else:  # FSDP2's mixed precision gathers the adapters in the compute dtype
-                gathered_policy = shape.params * frozen + 2 * shape.lora_params(s.lora_r, s.lora_targets) * s.compute_bytes
+                gathered_policy = shape.params * frozen + 2 * adapter * s.compute_bytes
 
     rows, seq = s.rows_per_forward, s.seq_len
     residual = 4 if (s.memory == "separate" or s.dtype == "float32") else s.compute_bytes

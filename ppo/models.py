@@ -226,7 +226,7 @@ class PPOModels:
             for layer in self.checkpointed_layers:
                 layer.training = False
 
-    def gathered_policy(self):
+    def generating_policy(self):
         """A context inside which the policy generates: with whole weights
         (`core.distributed.gathered`), or on its shards under `model.generation_weights:
         sharded` (`core.generation.generate_batch` then keeps the processes in step)."""

@@ -207,7 +207,7 @@ def evaluate_heldout(models, tokenizer, heldout: list[dict], scorer: GatedScorer
     `model.dtype` with float32 adapters. Every process evaluates the whole held-out set with
     the same seeds and the same weights (the loop then takes the main process's figures).
     """
-    with models.gathered_policy() as policy:
+    with models.generating_policy() as policy:
         answers = answer_prompts(policy, tokenizer, heldout, config.eval.sampling, progress=False)
     gold = gold_judge(config.eval.prompts)
     columns = score_answers(heldout, answers, scorer, gold)
@@ -347,7 +347,7 @@ def collect(loop: Loop, prompts: list[dict], iteration: int, beta: float) -> tup
     t = time.perf_counter()
     batch_prompts = iteration_prompts(prompts, ppo.batch_size, iteration, config.data.seed)
     chunks = [batch_prompts[c * ppo.chunk_size:(c + 1) * ppo.chunk_size] for c in loop.chunk_ids]
-    with models.autocast(), models.gathered_policy() as policy:
+    with models.autocast(), models.generating_policy() as policy:
         generations = [
             generate_batch(policy, loop.tokenizer, [p["messages"] for p in chunk], config.sampling,
                            seed=config.sampling.seed + (iteration - 1) * loop.n_chunks + c)

@@ -67,28 +67,30 @@ def test_user_prompts_need_labelled_pairs_or_a_judge_for_a_refresh(tmp_path):
         load_config(PipelineConfig, str(write_pipeline(tmp_path, body)))
 
 
-def test_rejection_sampling_restarts_from_this_runs_sft_model(tmp_path):
+def rs_configs_of_two_versions(tmp_path, v1_stage: str, v2_stage: str) -> list:
+    """The RS configs a pipeline builds for versions v1 and v2, given each one's
+    `rejection_sampling` section (inline YAML)."""
     runner = pipeline(tmp_path, (
         "sft: {preset: configs/sft/smoke.yaml}\nreward: {preset: configs/reward/smoke.yaml}\n"
-        "versions: [{name: v1, rejection_sampling: {preset: configs/rs/paper-like.yaml}},\n"
-        "           {name: v2, rejection_sampling: {preset: configs/rs/smoke.yaml}}]\n"))
+        f"versions: [{{name: v1, rejection_sampling: {v1_stage}}},\n"
+        f"           {{name: v2, rejection_sampling: {v2_stage}}}]\n"))
     rms = {"helpfulness": Path("h"), "safety": Path("s")}
-    paper = runner.rs_config(runner.config.versions[0].rejection_sampling, "v1", 1, Path("p"), rms, [])
+    return [runner.rs_config(version.rejection_sampling, version.name, i + 1, Path("p"), rms, [])
+            for i, version in enumerate(runner.config.versions)]
+
+
+def test_rejection_sampling_restarts_from_this_runs_sft_model(tmp_path):
+    paper, smoke = rs_configs_of_two_versions(tmp_path, "{preset: configs/rs/paper-like.yaml}",
+                                              "{preset: configs/rs/smoke.yaml}")
     assert read_preset_init("configs/rs/paper-like.yaml") == "runs/llama2-7b/sft/model"  # another run's folder
     assert paper.init_model == str(tmp_path / "run" / "sft" / "model")
-    smoke = runner.rs_config(runner.config.versions[1].rejection_sampling, "v2", 2, Path("p"), rms, [])
     assert smoke.init_model is None  # a preset that fine-tunes the sampler itself keeps doing so
 
 
 def test_rejection_sampling_evaluates_itself_only_to_compare_its_control_arms(tmp_path):
-    runner = pipeline(tmp_path, (
-        "sft: {preset: configs/sft/smoke.yaml}\nreward: {preset: configs/reward/smoke.yaml}\n"
-        "versions: [{name: v1, rejection_sampling: {preset: configs/rs/smoke.yaml, overrides: {control_arms: [best_of_1]}}},\n"
-        "           {name: v2, rejection_sampling: {preset: configs/rs/smoke.yaml}}]\n"))
-    rms = {"helpfulness": Path("h"), "safety": Path("s")}
-    with_arm = runner.rs_config(runner.config.versions[0].rejection_sampling, "v1", 1, Path("p"), rms, [])
+    with_arm, plain = rs_configs_of_two_versions(
+        tmp_path, "{preset: configs/rs/smoke.yaml, overrides: {control_arms: [best_of_1]}}", "{preset: configs/rs/smoke.yaml}")
     assert with_arm.control_arms == ["best_of_1"] and with_arm.eval.enabled  # the arm is compared in the stage
-    plain = runner.rs_config(runner.config.versions[1].rejection_sampling, "v2", 2, Path("p"), rms, [])
     assert not plain.eval.enabled  # the pipeline's own evaluation covers the version
 
 

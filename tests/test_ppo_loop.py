@@ -367,17 +367,17 @@ def accumulating_run(tmp_path_factory, rms, short_text_reward):
     return out
 
 
-def launch(args: list[str], launcher: str = "torchrun", expect_success: bool = True) -> subprocess.CompletedProcess:
-    """`python -m ppo ARGS` on 2 CPU processes: torchrun, or accelerate's launcher."""
+def launch(args: list[str], launcher: str = "torchrun", expect_success: bool = True, processes: int = 2) -> subprocess.CompletedProcess:
+    """`python -m ppo ARGS` on CPU processes (2 by default): torchrun, or accelerate's launcher."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if launcher == "torchrun":
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "ppo", *args]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "-m", "ppo", *args]
     else:
         # `accelerate launch --cpu --num_processes 2` starts ONE process in accelerate 1.16
         # (its simple launcher needs mpirun for more). `--multi_gpu` with ACCELERATE_USE_CPU
         # starts two gloo processes, which the tests check they got.
         env["ACCELERATE_USE_CPU"] = "true"
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "ppo", *args]
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     if expect_success:
@@ -454,11 +454,7 @@ def test_fsdp2_on_one_torchrun_process_runs_the_sharded_paths(tmp_path, rms, ref
     the models become FSDP2 modules over a process group of one, checkpoints are sharded
     (DCP), and the steps are the plain one-process run's."""
     out = tmp_path / "ppo"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "-m", "ppo",
-           *overrides(out, rms, distributed="fsdp2")]
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
+    launch(overrides(out, rms, distributed="fsdp2"), processes=1)
     assert (out / "checkpoints" / "iter-000003" / "shards" / ".metadata").is_file()
     assert metric_rows(out)[0]["num_processes"] == 1
     assert_same_weights(out, reference_run, atol=1e-5)
