@@ -183,3 +183,114 @@ def generate(
         model.train(was_training)
     texts = [text if text is not None else "" for text in results]
     return (texts, finished) if with_finished else texts
+
+
+def _left_padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token lists -> ((B, W) ids, (B, W) mask), left-padded to the longest row."""
+    width = max(len(row) for row in rows)
+    ids = torch.tensor([[pad_id] * (width - len(row)) + row for row in rows], dtype=torch.long)
+    mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows], dtype=torch.long)
+    return ids, mask
+
+
+def shared_prefix_length(cached: list[int], wanted: list[int]) -> int:
+    """How many leading tokens `cached` and `wanted` have in common."""
+    length = 0
+    for have, want in zip(cached, wanted):
+        if have != want:
+            break
+        length += 1
+    return length
+
+
+class TurnByTurnSampler:
+    """Answers one fixed batch of conversations turn after turn, keeping their KV cache.
+
+    Each call's conversations extend the previous call's, row for row (the last answer
+    and a new user turn appended). Rendering and encoding the whole conversation every
+    turn costs quadratically in the number of turns; here a turn encodes only the
+    tokens past the longest prefix that the cache already holds. Measured on a GAtt
+    evaluation (30 dialogues to turn 20, SmolLM2-135M in bf16, 2 CPU cores): 871 s
+    re-rendering each turn with `generate`, 219 s here; in float32 the greedy answers
+    are identical (tests/test_turn_by_turn_sampler.py).
+
+    The cache is matched by tokens, not text, so nothing depends on the chat template
+    being prefix-stable: cached tokens that the new rendering does not share (an answer
+    that re-encodes differently, a template that rewrites earlier turns) are masked out
+    instead of reused, and the model attends to exactly the tokens `generate_batch`
+    would give it. Masked positions inside a row (pads after an end-of-turn token,
+    discarded tokens, the pads that align the new tokens of different rows) are left
+    out by the attention mask, and positions count real tokens only (transformers
+    derives them from the mask), as in a fresh left-padded batch. The price is memory:
+    the cache keeps those masked positions too.
+
+    ids, mask: (B, L) the tokens the cache holds (plus the last sampled token, not yet
+    cached) and 1 where a token is part of the conversation.
+    """
+
+    def __init__(self, model, tokenizer):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.ids: torch.Tensor | None = None
+        self.mask: torch.Tensor | None = None
+        self.cache = None
+
+    @torch.no_grad()
+    def respond(self, conversations: list[list[dict]], sampling: SamplingConfig, seed: int) -> tuple[list[str], list[bool]]:
+        """One answer per conversation (same rows as every earlier call), and whether
+        each ended with an end-of-turn token (False: cut at `max_new_tokens`)."""
+        tokenizer, model = self.tokenizer, self.model
+        wanted = [tokenizer(render(tokenizer, messages, add_generation_prompt=True), add_special_tokens=False)["input_ids"]
+                  for messages in conversations]
+        if self.ids is not None and len(wanted) != self.ids.shape[0]:
+            raise ValueError(f"TurnByTurnSampler: {len(wanted)} conversations, the cache holds {self.ids.shape[0]}")
+        ids, mask = self._extend(wanted)
+        device = next(model.parameters()).device
+        eos_ids = _eos_ids(tokenizer, model)
+        greedy = sampling.temperature <= 0
+        torch.manual_seed(seed)
+        was_training = model.training
+        model.eval()
+        try:
+            output = model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                cache=self.cache,
+                max_new_tokens=sampling.max_new_tokens,
+                do_sample=not greedy,
+                temperature=None if greedy else sampling.temperature,
+                top_p=None if greedy else sampling.top_p,
+                top_k=None,
+                eos_token_id=eos_ids,
+                pad_token_id=tokenizer.pad_token_id,
+                use_cache=True,
+                return_dict_in_generate=True,
+                synced_gpus=generates_on_shards(model),
+            )
+        finally:
+            model.train(was_training)
+        response_ids = output.sequences[:, ids.shape[1]:].cpu()
+        response_mask = response_mask_from_ids(response_ids, eos_ids).long()
+        finished = torch.isin(response_ids, torch.tensor(eos_ids, dtype=response_ids.dtype)).any(dim=1)
+        self.ids, self.mask, self.cache = output.sequences.cpu(), torch.cat([mask, response_mask], dim=1), output.cache
+        response_ids = torch.where(response_mask.bool(), response_ids, torch.full_like(response_ids, tokenizer.pad_token_id))
+        texts = tokenizer.batch_decode(response_ids, skip_special_tokens=True)
+        return [text.strip() for text in texts], finished.tolist()
+
+    def _extend(self, wanted: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (B, L') ids and mask to pass to `generate`: the cached rows with the tokens
+        they do not share with `wanted` masked out, then each row's new tokens (at least
+        one, so that every row has a next-token distribution), left-padded to one width."""
+        pad_id = self.tokenizer.pad_token_id
+        if self.ids is None:
+            return _left_padded(wanted, pad_id)
+        mask = self.mask.clone()
+        new_tokens = []
+        for row, tokens in enumerate(wanted):
+            positions = mask[row].nonzero().flatten()
+            shared = shared_prefix_length(self.ids[row, positions].tolist(), tokens)
+            shared = min(shared, len(tokens) - 1)
+            mask[row, positions[shared:]] = 0
+            new_tokens.append(tokens[shared:])
+        new_ids, new_mask = _left_padded(new_tokens, pad_id)
+        return torch.cat([self.ids, new_ids], dim=1), torch.cat([mask, new_mask], dim=1)

@@ -237,11 +237,15 @@ def test_rm_ranking_picks_the_higher_reward_adhering_sample(monkeypatch, two_tin
 def test_once_and_reminded_conditions_place_the_instruction(monkeypatch):
     seen: list[list[dict]] = []
 
-    def generate(model, tokenizer, conversations, sampling, progress=True, description=""):
-        seen.extend(conversations)
-        return ["Answer: yes"] * len(conversations)
+    class Sampler:
+        def __init__(self, model, tokenizer):
+            pass
 
-    monkeypatch.setattr(evaluate_module, "generate", generate)
+        def respond(self, conversations, sampling, seed):
+            seen.extend(conversations)
+            return ["Answer: yes"] * len(conversations), [True] * len(conversations)
+
+    monkeypatch.setattr(evaluate_module, "TurnByTurnSampler", Sampler)
     case = EvalCase(THREE_TURNS[0], COMBO, COMBO.short)
     once = run_dialogues(None, None, [case], "first_user", SamplingConfig(), progress=False)
     last = seen[-1]
