@@ -272,7 +272,6 @@ def evaluate_models(
     progress: bool = True,
     cached: dict[str, Answers] | None = None,
     prompts: list[dict] | None = None,
-    with_columns: bool = False,
     cached_sampled: dict[str, list[Answers]] | None = None,
 ) -> dict:
     """Evaluate every model of `{name: model folder}` on the same held-out prompts.
@@ -285,9 +284,9 @@ def evaluate_models(
     `{"prompts", "sampling", "models": {name: summary}, "paired": {name: comparison},
     "answers": {name: Answers}, "prompt_records": [...]}`, with `section.sampled` on also
     `"sampled"` (its settings and round seeds) and `"sampled_answers": {name: [Answers per
-    round]}`, and with `with_columns` `"columns": {name: per-prompt columns}`
-    (`compare(columns[a], columns[b])` pairs any two models; rejection sampling pairs its
-    model with each control arm).
+    round]}`, and `"columns": {name: per-prompt columns}` (`compare(columns[a], columns[b])`
+    pairs any two models; rejection sampling pairs its model with each control arm;
+    `samples_rows` keeps each answer's RM reward).
     """
     from core.device import resolve_device
     from core.models import load_model_and_tokenizer
@@ -336,18 +335,24 @@ def evaluate_models(
         "prompt_records": prompts,
         **({"sampled_answers": {name: rounds[name] for name in names}} if sampled is not None else {}),
     }
-    return {**result, "columns": columns} if with_columns else result
+    return {**result, "columns": columns}
 
 
 def samples_rows(result: dict) -> list[dict]:
-    """One JSONL row per held-out prompt with every model's answer (for eval_samples.jsonl)."""
+    """One JSONL row per held-out prompt with every model's answer (for eval_samples.jsonl)
+    and, where reward models scored it, its RM reward (`<name>_rm_reward`): the one
+    per-prompt score that cannot be recomputed from the text without the RMs, kept so
+    that the report can pair the RM reward of two versions' evaluations."""
     rows = []
+    columns = result.get("columns") or {}
     for i, prompt in enumerate(result["prompt_records"]):
         row = {"id": prompt["id"], "category": prompt.get("category"), "kind": prompt.get("kind"), "prompt": prompt["messages"]}
         for name, answers in result["answers"].items():
             row[name] = answers.responses[i]
             row[f"{name}_finished"] = answers.finished[i]
             row[f"{name}_length"] = answers.lengths[i]
+            if "rm_reward" in columns.get(name, {}):
+                row[f"{name}_rm_reward"] = columns[name]["rm_reward"][i]
         rows.append(row)
     return rows
 

@@ -63,7 +63,7 @@ def prompts_eval(models: dict[str, str], prompts: str, n: int | None, max_new_to
     if result.get("sampled_answers"):
         extra["sampled_samples"] = [{"id": row["id"], "round": row["round"], "seed": row["seed"], "response": row[last]}
                                     for row in sampled_rows(result)]
-    return {key: value for key, value in result.items() if key not in ("answers", "sampled_answers", "prompt_records")} | extra
+    return {key: value for key, value in result.items() if key not in ("answers", "sampled_answers", "prompt_records", "columns")} | extra
 
 
 def _eval_samples(path: str) -> tuple[Path, list[dict]]:

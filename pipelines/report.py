@@ -278,8 +278,9 @@ def version_differences(folders: list[Path], order: list[str]) -> tuple[list[dic
         notes += version_notes
     rows, pair_notes = consecutive_differences(versions, scored_by)
     if len(versions) > 1 and not any(row["metric"] == "rm_reward" for row in rows):
-        notes.append("No paired RM reward between versions: eval_samples.jsonl keeps each answer but not its RM score "
-                     "(`<model>_rm_reward` per row), so only the scores recomputable from the text are paired.")
+        notes.append("No paired RM reward between versions: the evaluations' eval_samples.jsonl have no RM score per answer "
+                     "(`<model>_rm_reward`: evaluated without reward models, or before the evaluation stored them), "
+                     "so only the scores recomputable from the text are paired.")
     return rows, notes + pair_notes
 
 

@@ -608,8 +608,7 @@ def run(config: RSConfig, after_shard: Callable[[int], None] | None = None) -> P
             if config.control_arms and config.start_model != config.policy:
                 models["init"] = config.start_model
             models.update(arm_models)
-            result = evaluate_models(models, config.eval, config.reward_models, dtype=config.dtype, device=device,
-                                    progress=config.progress, with_columns=bool(config.control_arms))
+            result = evaluate_models(models, config.eval, config.reward_models, dtype=config.dtype, device=device, progress=config.progress)
             result["samples_gold"] = samples_gold
             if config.control_arms:
                 columns = result["columns"]

@@ -171,7 +171,7 @@ def test_evaluate_models_sampled_metrics_files_and_crn(tmp_path):
     prompts = _prompts(6)
     section = HeldoutEval(sampling=SamplingConfig(max_new_tokens=4, temperature=0.0, batch_size=4),
                           sampled={"samples_per_prompt": 2, "temperature": 1.0, "seed": 3})
-    result = evaluate_models({"start": TINY, "same": TINY}, section, progress=False, prompts=prompts, with_columns=True)
+    result = evaluate_models({"start": TINY, "same": TINY}, section, progress=False, prompts=prompts)
     save_evaluation(result, tmp_path)
     payload = json.loads((tmp_path / "eval.json").read_text())
     assert payload["sampled"]["samples_per_prompt"] == 2 and payload["sampled"]["round_seeds"] == [3, 3 + SEED_STRIDE]
@@ -199,6 +199,25 @@ def test_evaluate_models_sampled_metrics_files_and_crn(tmp_path):
     again = evaluate_models({"start": "no/such/model"}, section, progress=False, prompts=prompts,
                             cached={"start": result["answers"]["start"]}, cached_sampled={"start": rounds})
     assert again["models"]["start"]["sampled_gold_combined"] == pytest.approx(summary["sampled_gold_combined"])
+
+
+def test_eval_samples_keep_each_answers_rm_reward_for_the_report(tmp_path, monkeypatch):
+    """eval_samples.jsonl stores `<model>_rm_reward` per prompt (the RMs are not there to
+    score the text again when the report pairs two versions' evaluations)."""
+    import reward.gated
+    from pipelines.report import prompt_columns
+
+    monkeypatch.setattr(reward.gated, "GatedScorer", lambda section, device=None: LengthScorer())
+    rms = SimpleNamespace(configured=True, model_dump=lambda: {"helpfulness": "h", "safety": "s"})
+    prompts = _prompts(3)
+    answers = {"start": Answers(["a", "bbb", "cc"], [True] * 3, [1, 3, 2]), "v1": Answers(["dddd", "", "e"], [True] * 3, [4, 0, 1])}
+    result = evaluate_models({"start": "no/such/model", "v1": "no/such/model"}, HeldoutEval(), rms, progress=False,
+                             prompts=prompts, cached=answers)
+    save_evaluation(result, tmp_path)
+    rows = read_jsonl(tmp_path / "eval_samples.jsonl")
+    assert [(r["start_rm_reward"], r["v1_rm_reward"]) for r in rows] == [(1.0, 4.0), (3.0, 0.0), (2.0, 1.0)]
+    assert "columns" not in json.loads((tmp_path / "eval.json").read_text())
+    assert [prompt_columns(rows, "v1")[p["id"]]["rm_reward"] for p in prompts] == [4.0, 0.0, 1.0]
 
 
 # ---------------------------------------------------------------- toyworld's held-out set

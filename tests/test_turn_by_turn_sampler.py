@@ -7,7 +7,13 @@ import copy
 import pytest
 import torch
 
-from core.generation import SamplingConfig, TurnByTurnSampler, generate, generate_batch, shared_prefix_length
+from core.generation import (
+    SamplingConfig,
+    TurnByTurnSampler,
+    generate,
+    generate_batch,
+    shared_prefix_length,
+)
 
 USERS = [
     ["Hi!", "What is two plus two, please tell me?", "Why?", "And then what happened after that?"],
