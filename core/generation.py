@@ -203,6 +203,14 @@ def shared_prefix_length(cached: list[int], wanted: list[int]) -> int:
     return length
 
 
+def can_keep_cache(model) -> bool:
+    """Whether `TurnByTurnSampler` may keep `model`'s KV cache between turns (see there)."""
+    config, generation = model.config, model.generation_config
+    sliding = getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True)
+    rewrites_logits = (generation.repetition_penalty or 1.0) != 1.0 or bool(generation.no_repeat_ngram_size)
+    return not (sliding or rewrites_logits or generation.cache_implementation or generates_on_shards(model))
+
+
 class TurnByTurnSampler:
     """Answers one fixed batch of conversations turn after turn, keeping their KV cache.
 
@@ -224,6 +232,14 @@ class TurnByTurnSampler:
     derives them from the mask), as in a fresh left-padded batch. The price is memory:
     the cache keeps those masked positions too.
 
+    Masked columns are still columns, so a model for which they would change the answer
+    is answered by `generate_batch` every turn instead (`keeps_cache` is False): a
+    sliding attention window (it counts columns), a repetition penalty or n-gram ban in
+    its generation config (they read every input token, masked or not), a cache of its
+    own kind (`cache_implementation`), or weights sharded over processes (a process
+    whose rows have all ended keeps stepping for the others, and its cache would run
+    ahead of its tokens).
+
     ids, mask: (B, L) the tokens the cache holds (plus the last sampled token, not yet
     cached) and 1 where a token is part of the conversation.
     """
@@ -231,6 +247,7 @@ class TurnByTurnSampler:
     def __init__(self, model, tokenizer):
         self.model = model
         self.tokenizer = tokenizer
+        self.keeps_cache = can_keep_cache(model)
         self.ids: torch.Tensor | None = None
         self.mask: torch.Tensor | None = None
         self.cache = None
@@ -240,6 +257,9 @@ class TurnByTurnSampler:
         """One answer per conversation (same rows as every earlier call), and whether
         each ended with an end-of-turn token (False: cut at `max_new_tokens`)."""
         tokenizer, model = self.tokenizer, self.model
+        if not self.keeps_cache:
+            batch = generate_batch(model, tokenizer, conversations, sampling, seed)
+            return batch.texts, batch.finished.tolist()
         wanted = [tokenizer(render(tokenizer, messages, add_generation_prompt=True), add_special_tokens=False)["input_ids"]
                   for messages in conversations]
         if self.ids is not None and len(wanted) != self.ids.shape[0]:
@@ -265,7 +285,6 @@ class TurnByTurnSampler:
                 pad_token_id=tokenizer.pad_token_id,
                 use_cache=True,
                 return_dict_in_generate=True,
-                synced_gpus=generates_on_shards(model),
             )
         finally:
             model.train(was_training)

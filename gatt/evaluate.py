@@ -187,22 +187,25 @@ def run_dialogues(model, tokenizer, cases: list[EvalCase], position: str, sampli
                   every_turn: bool = False, n_turns: int | None = None) -> list[dict]:
     """Answer every turn of every case (the first `n_turns`), the instruction given once
     (or, `every_turn`, appended to every user turn). The cases are cut into fixed
-    batches of `sampling.batch_size` that keep their KV cache from turn to turn
-    (`TurnByTurnSampler`: each turn encodes only its new tokens, so playing to turn 20
-    costs about 4x less than re-encoding every conversation every turn); batch b is
-    seeded with `sampling.seed + turn + b` at each turn (0-based)."""
+    batches of `sampling.batch_size`, each played to the end with its KV cache kept from
+    turn to turn (`TurnByTurnSampler`: a turn encodes only its new tokens, so playing to
+    turn 20 costs about 4x less than re-encoding every conversation every turn) and
+    dropped before the next batch; batch b is seeded with `sampling.seed + turn + b` at
+    each turn (0-based)."""
     answers: list[list[str]] = [[] for _ in cases]
     played = min(len(case.dialogue.users) for case in cases) if cases else 0
     played = played if n_turns is None else min(played, n_turns)
     condition = EVERY_TURN if every_turn else ONCE
     batches = [range(start, min(start + sampling.batch_size, len(cases))) for start in range(0, len(cases), sampling.batch_size)]
-    samplers = [TurnByTurnSampler(model, tokenizer) for _ in batches]
-    for turn in tqdm(range(played), desc=f"GAtt eval ({condition})", disable=not progress, leave=False):
-        for index, (batch, sampler) in enumerate(zip(batches, samplers, strict=True)):
-            prompts = [prompt_messages(cases[i].dialogue, answers[i], cases[i].given, position, every_turn=every_turn) for i in batch]
-            texts, _ = sampler.respond(prompts, sampling, seed=sampling.seed + turn + index)
-            for i, text in zip(batch, texts, strict=True):
-                answers[i].append(text)
+    with tqdm(total=played * len(batches), desc=f"GAtt eval ({condition})", disable=not progress, leave=False) as bar:
+        for index, batch in enumerate(batches):
+            sampler = TurnByTurnSampler(model, tokenizer)
+            for turn in range(played):
+                prompts = [prompt_messages(cases[i].dialogue, answers[i], cases[i].given, position, every_turn=every_turn) for i in batch]
+                texts, _ = sampler.respond(prompts, sampling, seed=sampling.seed + turn + index)
+                for i, text in zip(batch, texts, strict=True):
+                    answers[i].append(text)
+                bar.update()
     return [
         {
             "dialogue_id": case.dialogue.id,

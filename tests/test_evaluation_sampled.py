@@ -210,7 +210,8 @@ def test_eval_samples_keep_each_answers_rm_reward_for_the_report(tmp_path, monke
     monkeypatch.setattr(reward.gated, "GatedScorer", lambda section, device=None: LengthScorer())
     rms = SimpleNamespace(configured=True, model_dump=lambda: {"helpfulness": "h", "safety": "s"})
     prompts = _prompts(3)
-    answers = {"start": Answers(["a", "bbb", "cc"], [True] * 3, [1, 3, 2]), "v1": Answers(["dddd", "", "e"], [True] * 3, [4, 0, 1])}
+    # token lengths unlike the character lengths the fake RM scores
+    answers = {"start": Answers(["a", "bbb", "cc"], [True] * 3, [7, 8, 9]), "v1": Answers(["dddd", "", "e"], [True] * 3, [5, 6, 3])}
     result = evaluate_models({"start": "no/such/model", "v1": "no/such/model"}, HeldoutEval(), rms, progress=False,
                              prompts=prompts, cached=answers)
     save_evaluation(result, tmp_path)

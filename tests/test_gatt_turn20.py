@@ -257,6 +257,31 @@ def test_once_and_reminded_conditions_place_the_instruction(monkeypatch):
     assert once[0]["parts"][0] == [["prefix", True], ["end_marker", False]]
 
 
+def test_dialogues_are_played_in_fixed_batches_each_with_its_seeds(monkeypatch):
+    """3 cases in batches of 2: each batch keeps one sampler through every turn, batch b
+    is seeded seed + turn + b, and each answer goes back to its own case."""
+    calls = []
+
+    class Sampler:
+        def __init__(self, model, tokenizer):
+            pass
+
+        def respond(self, conversations, sampling, seed):
+            users = [next(m["content"] for m in c if m["role"] == "user") for c in conversations]
+            calls.append((id(self), tuple(users), seed))
+            return [f"{u[:12]}|turn{len(c) // 2}" for u, c in zip(users, conversations)], [True] * len(conversations)
+
+    monkeypatch.setattr(evaluate_module, "TurnByTurnSampler", Sampler)
+    cases = [EvalCase(dialogue, PREFIX) for dialogue in THREE_TURNS[:3]]
+    results = run_dialogues(None, None, cases, "first_user", SamplingConfig(batch_size=2, seed=10), progress=False)
+    samplers = list(dict.fromkeys(call[0] for call in calls))
+    assert len(samplers) == 2 and [len(call[1]) for call in calls] == [2, 2, 2, 1, 1, 1]
+    assert [call[2] for call in calls] == [10, 11, 12, 11, 12, 13]  # batch 0: 10 + turn, batch 1: 11 + turn
+    assert all(call[0] == samplers[0] for call in calls[:3]) and all(call[0] == samplers[1] for call in calls[3:])
+    for case, result in zip(cases, results, strict=True):
+        assert result["responses"] == [f"{case.dialogue.users[0]} {PREFIX.text}"[:12] + f"|turn{t}" for t in range(3)]
+
+
 def test_unchecked_instructions_are_reported_apart_not_as_failures():
     checked = {"instruction_id": "a", "kind": "prefix", "checked": True, "adhered": [True, False], "parts": [[["prefix", True]], [["prefix", False]]]}
     unchecked = {"instruction_id": "p", "kind": "persona", "checked": False, "adhered": [None, None], "parts": [[["persona", None]]] * 2}

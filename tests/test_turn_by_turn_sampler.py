@@ -10,6 +10,7 @@ import torch
 from core.generation import (
     SamplingConfig,
     TurnByTurnSampler,
+    can_keep_cache,
     generate,
     generate_batch,
     shared_prefix_length,
@@ -75,6 +76,7 @@ def test_cached_turns_equal_re_rendering_every_turn(model_ending_early):
     def cached(convs, turn):
         texts, done = sampler.respond(convs, GREEDY, seed=turn)
         finished.extend(done)
+        assert sampler.cache.get_seq_length() == sampler.ids.shape[1] - 1  # all but the last sampled token
         return texts
 
     assert play(cached, 4) == reference
@@ -120,3 +122,16 @@ def test_asking_the_same_turn_again_answers_it_again(model_ending_early):
     first, _ = sampler.respond(conversations, GREEDY, seed=0)
     again, _ = sampler.respond(conversations, GREEDY, seed=0)
     assert again == first == generate(model, tokenizer, conversations, GREEDY, progress=False)
+
+
+def test_a_model_whose_answers_masked_columns_would_change_is_re_rendered(model_ending_early):
+    """A repetition penalty reads every input token, masked or not: such a model is answered
+    by `generate_batch` every turn (no cache kept), with the same answers as `generate`."""
+    model, tokenizer = model_ending_early
+    assert can_keep_cache(model)
+    model.generation_config.repetition_penalty = 1.3
+    assert not can_keep_cache(model)
+    sampler = TurnByTurnSampler(model, tokenizer)
+    reference = play(lambda convs, turn: generate(model, tokenizer, convs, GREEDY, progress=False), 2)
+    assert play(lambda convs, turn: sampler.respond(convs, GREEDY, seed=turn)[0], 2) == reference
+    assert sampler.cache is None and sampler.ids is None
