@@ -116,37 +116,46 @@ def _eos_ids(tokenizer, model) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
+def _decoding(tokenizer, sampling: SamplingConfig, eos_ids: list[int]) -> dict:
+    """`generate`'s decoding keywords for `sampling` (temperature 0: greedy)."""
+    greedy = sampling.temperature <= 0
+    return {
+        "max_new_tokens": sampling.max_new_tokens,
+        "do_sample": not greedy,
+        "temperature": None if greedy else sampling.temperature,
+        "top_p": None if greedy else sampling.top_p,
+        "top_k": None,
+        "eos_token_id": eos_ids,
+        "pad_token_id": tokenizer.pad_token_id,
+        "use_cache": True,
+    }
+
+
+def _responses(tokenizer, response_ids: torch.Tensor, eos_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor]:
+    """(B, R) sampled tokens -> (ids padded after the first end-of-turn token, (B, R) float
+    mask up to and including it, stripped texts, (B,) whether each row ended)."""
+    finished = torch.isin(response_ids, torch.tensor(eos_ids, dtype=response_ids.dtype, device=response_ids.device)).any(dim=1)
+    response_mask = response_mask_from_ids(response_ids, eos_ids)
+    response_ids = torch.where(response_mask.bool(), response_ids, torch.full_like(response_ids, tokenizer.pad_token_id))
+    texts = [text.strip() for text in tokenizer.batch_decode(response_ids, skip_special_tokens=True)]
+    return response_ids, response_mask, texts, finished
+
+
 @torch.no_grad()
 def generate_batch(model, tokenizer, conversations: list[list[dict]], sampling: SamplingConfig, seed: int) -> GenerationBatch:
     """Sample one response per conversation, all in one left-padded batch."""
     tokenizer.padding_side = "left"
-    texts = [render(tokenizer, messages, add_generation_prompt=True) for messages in conversations]
-    encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    rendered = [render(tokenizer, messages, add_generation_prompt=True) for messages in conversations]
+    encoded = tokenizer(rendered, return_tensors="pt", padding=True, add_special_tokens=False)
     device = next(model.parameters()).device
     prompt_ids = encoded["input_ids"].to(device)
     prompt_mask = encoded["attention_mask"].to(device)
     eos_ids = _eos_ids(tokenizer, model)
-    greedy = sampling.temperature <= 0
     torch.manual_seed(seed)
-    output = model.generate(
-        input_ids=prompt_ids,
-        attention_mask=prompt_mask,
-        max_new_tokens=sampling.max_new_tokens,
-        do_sample=not greedy,
-        temperature=None if greedy else sampling.temperature,
-        top_p=None if greedy else sampling.top_p,
-        top_k=None,
-        eos_token_id=eos_ids,
-        pad_token_id=tokenizer.pad_token_id,
-        use_cache=True,
-        synced_gpus=generates_on_shards(model),
-    )
-    response_ids = output[:, prompt_ids.shape[1]:]
-    finished = torch.isin(response_ids, torch.tensor(eos_ids, dtype=response_ids.dtype, device=response_ids.device)).any(dim=1)
-    response_mask = response_mask_from_ids(response_ids, eos_ids)
-    response_ids = torch.where(response_mask.bool(), response_ids, torch.full_like(response_ids, tokenizer.pad_token_id))
-    decoded = tokenizer.batch_decode(response_ids, skip_special_tokens=True)
-    return GenerationBatch(prompt_ids, prompt_mask, response_ids, response_mask, [text.strip() for text in decoded], finished.cpu())
+    output = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, synced_gpus=generates_on_shards(model),
+                            **_decoding(tokenizer, sampling, eos_ids))
+    response_ids, response_mask, texts, finished = _responses(tokenizer, output[:, prompt_ids.shape[1]:], eos_ids)
+    return GenerationBatch(prompt_ids, prompt_mask, response_ids, response_mask, texts, finished.cpu())
 
 
 def generate(
@@ -267,34 +276,17 @@ class TurnByTurnSampler:
         ids, mask = self._extend(wanted)
         device = next(model.parameters()).device
         eos_ids = _eos_ids(tokenizer, model)
-        greedy = sampling.temperature <= 0
         torch.manual_seed(seed)
         was_training = model.training
         model.eval()
         try:
-            output = model.generate(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                cache=self.cache,
-                max_new_tokens=sampling.max_new_tokens,
-                do_sample=not greedy,
-                temperature=None if greedy else sampling.temperature,
-                top_p=None if greedy else sampling.top_p,
-                top_k=None,
-                eos_token_id=eos_ids,
-                pad_token_id=tokenizer.pad_token_id,
-                use_cache=True,
-                return_dict_in_generate=True,
-            )
+            output = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), cache=self.cache,
+                                    return_dict_in_generate=True, **_decoding(tokenizer, sampling, eos_ids))
         finally:
             model.train(was_training)
-        response_ids = output.sequences[:, ids.shape[1]:].cpu()
-        response_mask = response_mask_from_ids(response_ids, eos_ids).long()
-        finished = torch.isin(response_ids, torch.tensor(eos_ids, dtype=response_ids.dtype)).any(dim=1)
-        self.ids, self.mask, self.cache = output.sequences.cpu(), torch.cat([mask, response_mask], dim=1), output.cache
-        response_ids = torch.where(response_mask.bool(), response_ids, torch.full_like(response_ids, tokenizer.pad_token_id))
-        texts = tokenizer.batch_decode(response_ids, skip_special_tokens=True)
-        return [text.strip() for text in texts], finished.tolist()
+        _, response_mask, texts, finished = _responses(tokenizer, output.sequences[:, ids.shape[1]:].cpu(), eos_ids)
+        self.ids, self.mask, self.cache = output.sequences.cpu(), torch.cat([mask, response_mask.long()], dim=1), output.cache
+        return texts, finished.tolist()
 
     def _extend(self, wanted: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """The (B, L') ids and mask to pass to `generate`: the cached rows with the tokens
