@@ -66,6 +66,12 @@ class ModelSection(StrictModel):
     # reward.kind gated or helpfulness (the RM head predicts nothing else), and not
     # in lora mode (the critic body is the policy's frozen base there).
     critic_init: Literal["helpfulness_rm", "policy"] = "policy"
+    # Train only the top N decoder layers (and the final norm) of the policy and of the
+    # critic's body, as the reward stage's `trainable_layers` does; the embeddings and
+    # the lower layers stay the initial policy's. The backward stops at layer N from the
+    # top, which is most of a small model's PPO time on a CPU. separate mode only (lora
+    # trains adapters instead). null: every weight.
+    trainable_layers: int | None = Field(default=None, ge=1)
     # Recompute each decoder layer's activations in the backward instead of keeping them
     # (policy and critic; core/memory_plan.py's "ckpt": 49.5 -> 5.5 GiB per GPU at 7B,
     # and one layer's bf16 weight copies instead of all of them). Same step, more compute.
@@ -232,6 +238,9 @@ class PPOConfig(StrictModel):
             raise ValueError("model.gradient_checkpointing with model.memory: lora is refused: the backward recomputes "
                              "the critic's layers with the adapter active then (the policy's), so the critic's LoRA "
                              "gradients would be wrong; use memory: separate or gradient_checkpointing: false")
+        if self.model.memory == "lora" and self.model.trainable_layers is not None:
+            raise ValueError("model.trainable_layers is for memory: separate (lora trains adapters on every layer); "
+                             "set trainable_layers: null or memory: separate")
         if self.model.dtype == "float16":
             raise ValueError(
                 "model.dtype: float16 compute needs loss scaling, which the PPO loop does not do; "

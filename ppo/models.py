@@ -51,7 +51,13 @@ from torch import nn
 
 from core.distributed import can_shard, decoder_layers, gathered, shard_fsdp2
 from core.errors import ConfigError, ModelLoadError
-from core.models import load_causal_lm, load_tokenizer, resolve_model_path, torch_dtype
+from core.models import (
+    freeze_lower_layers,
+    load_causal_lm,
+    load_tokenizer,
+    resolve_model_path,
+    torch_dtype,
+)
 
 POLICY_ADAPTER = "policy"
 CRITIC_ADAPTER = "critic"
@@ -138,7 +144,8 @@ class PPOModels:
     """Policy, reference and critic, and the parameters the optimizer trains.
 
     policy:          the module that generates (a PeftModel in lora mode)
-    policy_params:   name -> trainable parameter of the policy (all weights, or the policy adapter)
+    policy_params:   name -> trainable parameter of the policy (its weights, or those of its top
+                     `model.trainable_layers`; or the policy adapter)
     critic_params:   name -> trainable parameter of the critic (body and head, or adapter and head)
     """
 
@@ -280,8 +287,8 @@ def prepare_distributed(models: PPOModels, accelerator, mode: str, generation_we
         else:
             for module in (models.policy, models.critic, models.reference):  # the critic's root unit holds its value head
                 shard_fsdp2(module, device_type)
-            models.policy_params = dict(models.policy.named_parameters())
-            models.critic_params = dict(models.critic.named_parameters())
+            models.policy_params = trainable_parameters(models.policy)
+            models.critic_params = trainable_parameters(models.critic)
         models.sharded = True
     models.actor_critic = ActorCritic(models)
     engine = str(getattr(accelerator, "distributed_type", "")).rsplit(".", 1)[-1]
@@ -371,6 +378,11 @@ def whole_policy(settings, state: dict[str, torch.Tensor]) -> nn.Module:
     return model
 
 
+def trainable_parameters(module: nn.Module) -> dict[str, nn.Parameter]:
+    """name -> parameter of `module` that trains (not frozen by `model.trainable_layers`)."""
+    return {name: param for name, param in module.named_parameters() if param.requires_grad}
+
+
 def build_models(config, device) -> tuple[PPOModels, object]:
     """Load the policy, reference and critic for `config.model.memory`; returns (models, tokenizer).
 
@@ -397,10 +409,13 @@ def build_models(config, device) -> tuple[PPOModels, object]:
             critic = Critic(body, _new_head(body.config.hidden_size, master, device))
         critic.requires_grad_(True)
         policy.requires_grad_(True)
+        if settings.trainable_layers is not None:
+            freeze_lower_layers(policy, settings.trainable_layers, "model.trainable_layers")
+            freeze_lower_layers(critic.body, settings.trainable_layers, "model.trainable_layers")
         models = PPOModels(
             "separate", policy, critic, reference,
-            policy_params=dict(policy.named_parameters()),
-            critic_params=dict(critic.named_parameters()),
+            policy_params=trainable_parameters(policy),
+            critic_params=trainable_parameters(critic),
         )
     else:
         model = lora_model(settings, frozen_dtype, device)

@@ -113,20 +113,6 @@ def load_reward_model(init_model: str, pad_token_id: int, dtype=torch.float32):
     return model
 
 
-def freeze_lower_layers(model, trainable_layers: int) -> None:
-    """Train only the top `trainable_layers` decoder layers, the final norm and the head."""
-    base = model.base_model
-    layers = base.layers
-    for param in base.parameters():
-        param.requires_grad_(False)
-    for layer in list(layers)[len(layers) - trainable_layers:]:
-        for param in layer.parameters():
-            param.requires_grad_(True)
-    if hasattr(base, "norm"):
-        for param in base.norm.parameters():
-            param.requires_grad_(True)
-
-
 def make_callbacks(run, state):
     from transformers import TrainerCallback
 
@@ -414,6 +400,8 @@ def run(config: RewardConfig) -> Path:
         set_seed(config.seed)
         model = load_reward_model(config.init_model, tokenizer.pad_token_id)
         if config.trainable_layers is not None:
+            from core.models import freeze_lower_layers
+
             freeze_lower_layers(model, config.trainable_layers)
         if config.lora.enabled:
             from core.models import apply_lora
