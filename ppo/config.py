@@ -118,6 +118,15 @@ class PPOSection(StrictModel):
     # running moments over all iterations (TRL's former use_score_norm), this batch's
     # statistics, or none.
     score_whitening: Literal["running", "batch", "none"] = "running"
+    # Whiten the scores of each reward model apart (reward_model: R_c's helpfulness-RM
+    # scores with their own statistics, its safety-RM scores with theirs) or all together
+    # (all). Each RM's LOGIT lives on its own scale once calibrated: on the quickstart's
+    # rejection-sampling samples the helpfulness logits have mean 0.4, std 0.7 (0.4 among
+    # the answers to one prompt), the safety ones mean 9.0, std 3.0 (2.1 within a
+    # prompt), so whitened together the helpfulness prompts' differences shrink to 0.11
+    # standard deviations while 0.9999 vs 0.999994 safety probabilities dominate the
+    # advantages. Only the gated reward has two groups.
+    score_whitening_groups: Literal["reward_model", "all"] = "reward_model"
     whiten_advantages: bool = True
     # A response cut at sampling.max_new_tokens without an end-of-turn token:
     # subtract: its whitened score minus this penalty (TRL's missing_eos_penalty);

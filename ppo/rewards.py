@@ -77,11 +77,14 @@ class RewardBatch:
     raw:        (B,) float32, the reward before LOGIT and whitening (a probability for an RM kind)
     score:      (B,) float32, what is whitened: logit(raw) for an RM kind, raw for a function
     rm_reward:  (B,) float32 R_c (the gated probability) when the RMs scored the batch, else None
+    from_safety:(B,) bool, True where the gated R_c is the safety RM's score (all False for
+                the other kinds: one reward, one scale)
     """
 
     raw: torch.Tensor
     score: torch.Tensor
     rm_reward: torch.Tensor | None
+    from_safety: torch.Tensor
 
 
 class TrainingReward:
@@ -101,7 +104,7 @@ class TrainingReward:
     def __call__(self, prompts: list[dict], responses: list[str], where: str) -> RewardBatch:
         if self.kind == "function":
             raw = self._call_function(prompts, responses, where)
-            return RewardBatch(raw=raw, score=raw, rm_reward=None)
+            return RewardBatch(raw=raw, score=raw, rm_reward=None, from_safety=torch.zeros(len(raw), dtype=torch.bool))
         try:
             scores = self.scorer.score(prompts, responses, where=where)
         except NumericError as exc:
@@ -110,7 +113,8 @@ class TrainingReward:
         # LOGIT in float64 with a 1e-12 clamp: a calibrated RM puts clearly safe answers at
         # logits near 20, which float32 probabilities (and a 1e-6 clamp) would flatten to one value.
         score = logit(probability.double(), eps=LOGIT_EPS).float()
-        return RewardBatch(raw=probability.float(), score=score, rm_reward=scores.reward.float())
+        from_safety = scores.from_safety if self.kind == "gated" else torch.zeros(len(score), dtype=torch.bool)
+        return RewardBatch(raw=probability.float(), score=score, rm_reward=scores.reward.float(), from_safety=from_safety.cpu())
 
     def _call_function(self, prompts: list[dict], responses: list[str], where: str) -> torch.Tensor:
         values = self.function(prompts, responses)

@@ -156,16 +156,43 @@ def stage_inputs(config: PPOConfig) -> dict:
 # ------------------------------------------------------------ small helpers
 
 
-def whiten_scores(method: str, moments: RunningMoments, raw: torch.Tensor, all_raw: torch.Tensor) -> tuple[torch.Tensor, float, float]:
-    """WHITEN of this process's (B,) scores with the statistics of the global batch
-    `all_raw` (running, this batch's, or none); returns (scores, mean, std)."""
-    if method == "running":
-        moments.update(all_raw)
-        return moments.whiten(raw).float(), moments.mean, moments.std
-    if method == "batch":
-        mean, std = float(all_raw.double().mean()), float(all_raw.double().std())
-        return ((raw - mean) / math.sqrt(std**2 + 1e-8)).float(), mean, std
-    return raw.float(), 0.0, 1.0
+def whiten_scores(method: str, moments: dict[str, RunningMoments], raw: torch.Tensor, groups: list[str],
+                  all_raw: torch.Tensor, all_groups: list[str]) -> tuple[torch.Tensor, dict[str, tuple[float, float]]]:
+    """WHITEN of this process's (B,) scores, each group (`ppo.score_whitening_groups`:
+    the RM that gave R_c, or "all") with its own statistics over the global batch
+    `all_raw` (running: `moments[group]` updated first; batch: this batch's; none: as
+    they are). Returns the (B,) whitened scores and {group: (mean, std)} of the groups
+    present.
+
+    A group with fewer than two scores so far (one safety-gated answer in the first
+    batch) has no spread to divide by: it is whitened with the statistics of the whole
+    global batch this time.
+    """
+    if method == "none":
+        return raw.float(), {group: (0.0, 1.0) for group in dict.fromkeys(all_groups)}
+    everything = (float(all_raw.double().mean()), float(all_raw.double().std()) if len(all_raw) > 1 else 1.0)
+    out = torch.empty_like(raw, dtype=torch.float32)
+    stats = {}
+    for group in dict.fromkeys(all_groups):
+        values = all_raw[torch.tensor([g == group for g in all_groups], device=all_raw.device)]
+        if method == "running":
+            moments.setdefault(group, RunningMoments()).update(values)
+            count, mean, std = moments[group].count, moments[group].mean, moments[group].std
+        else:
+            count, mean, std = len(values), float(values.double().mean()), float(values.double().std()) if len(values) > 1 else math.nan
+        if count < 2:
+            mean, std = everything
+        mine = torch.tensor([g == group for g in groups], device=raw.device)
+        out[mine] = ((raw[mine].double() - mean) / math.sqrt(std**2 + 1e-8)).float()
+        stats[group] = (mean, std)
+    return out, stats
+
+
+def whitening_groups(config, from_safety: torch.Tensor) -> list[str]:
+    """Each score's whitening group: the RM that gave R_c, or "all"."""
+    if config.ppo.score_whitening_groups == "all" or config.reward.kind != "gated":
+        return ["all"] * len(from_safety)
+    return ["safety" if flag else "helpfulness" for flag in from_safety.tolist()]
 
 
 @torch.no_grad()
@@ -285,7 +312,7 @@ class Loop:
     n_chunks: int
     n_minibatches: int
     temperature: float  # the sampling temperature the log-probs are taken at
-    score_moments: RunningMoments
+    score_moments: dict[str, RunningMoments]  # one per whitening group (ppo.score_whitening_groups)
     reduce: Reduce | None  # sums over processes (None: one process)
     train_gold: object  # toyworld's judge of the training prompts, or None
     critic_lr: float
@@ -299,6 +326,7 @@ class CollectStats:
     whiten_std: float
     entropy_sum: float  # token entropy summed over this process's real tokens
     times: dict
+    whitening: dict[str, tuple[float, float]]  # {group: (mean, std)} of ppo.score_whitening_groups
 
 
 def setup(config: PPOConfig, accelerator) -> Loop:
@@ -330,7 +358,7 @@ def setup(config: PPOConfig, accelerator) -> Loop:
         chunk_ids=my_chunks(n_chunks, accelerator.process_index, world), n_chunks=n_chunks,
         n_minibatches=ppo.batch_size // ppo.minibatch_size,
         temperature=config.sampling.temperature if config.sampling.temperature > 0 else 1.0,
-        score_moments=RunningMoments(), reduce=process_sum(accelerator),
+        score_moments={}, reduce=process_sum(accelerator),
         train_gold=gold_judge(config.data.prompts),  # toyworld's judges only for toyworld's prompts
         critic_lr=critic_lr,
     )
@@ -362,8 +390,13 @@ def collect(loop: Loop, prompts: list[dict], iteration: int, beta: float) -> tup
     t = time.perf_counter()
     rewarded = loop.reward_fn(rollout.prompts, rollout.texts, f"iteration {iteration}")
     raw_score = rewarded.score.to(device)
-    all_raw = accelerator.gather(raw_score) if accelerator.num_processes > 1 else raw_score
-    whitened, whiten_mean, whiten_std = whiten_scores(ppo.score_whitening, loop.score_moments, raw_score, all_raw)
+    from_safety = rewarded.from_safety.to(device=device, dtype=torch.long)  # gloo gathers no bool tensors
+    all_raw, all_from_safety = ((accelerator.gather(raw_score), accelerator.gather(from_safety))
+                                if accelerator.num_processes > 1 else (raw_score, from_safety))
+    whitened, whitening = whiten_scores(ppo.score_whitening, loop.score_moments, raw_score, whitening_groups(config, from_safety),
+                                        all_raw, whitening_groups(config, all_from_safety))
+    # the helpfulness RM's statistics (or all scores'): what an RM-initialised critic is re-scaled by
+    whiten_mean, whiten_std = whitening.get("helpfulness", whitening.get("all", next(iter(whitening.values()))))
     rollout = rollout.with_(
         reward=rewarded.raw.to(device),
         rm_reward=rewarded.rm_reward.to(device) if rewarded.rm_reward is not None else None,
@@ -393,7 +426,7 @@ def collect(loop: Loop, prompts: list[dict], iteration: int, beta: float) -> tup
     rollout = rollout.with_(logprobs=logprobs, ref_logprobs=ref_logprobs, values=values, rewards=rewards, kl=kl,
                             advantages=advantages, returns=returns)
     times["forward"] = time.perf_counter() - t
-    return rollout, CollectStats(whiten_mean, whiten_std, entropy_sum, times)
+    return rollout, CollectStats(whiten_mean, whiten_std, entropy_sum, times, whitening)
 
 
 def update(loop: Loop, rollout: Rollout, iteration: int) -> list[dict]:
@@ -485,8 +518,10 @@ def log_row(loop: Loop, rollout: Rollout, stats: CollectStats, step_stats: list[
            if rollout.rm_reward is not None else {}),
         "score_logit": raw_sum / n_seq,  # the score before whitening (LOGIT of an RM probability)
         "score_whitened": score_sum / n_seq,  # after whitening and the missing-EOS penalty
-        "whiten_mean": stats.whiten_mean,
+        "whiten_mean": stats.whiten_mean,  # the helpfulness RM's group (or all scores)
         "whiten_std": stats.whiten_std,
+        **{f"whiten_{name}_{group}": value for group, pair in stats.whitening.items() if group in ("helpfulness", "safety")
+           for name, value in zip(("mean", "std"), pair)},
         "truncation_rate": truncated_sum / n_seq,  # responses cut at sampling.max_new_tokens
         "kl": kl_sum / n_seq,  # sequence KL(π‖π0), summed over tokens
         "kl_stderr": stderr_from_sums(kl_sum, kl_sq, n_seq),
@@ -565,7 +600,8 @@ def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout:
             )
         saved = load_checkpoint(accelerator, latest, models, loop.optimizer)
         start = saved["iteration"]
-        loop.score_moments.load_state_dict(saved["score_moments"])
+        for group, moments in saved["score_moments"].items():
+            loop.score_moments.setdefault(group, RunningMoments()).load_state_dict(moments)
         state.update({key: saved[key] for key in state})
         if main:
             metrics.truncate_after(start)
@@ -602,7 +638,7 @@ def train(config: PPOConfig, accelerator, metrics, prompts: list[dict], heldout:
         if iteration % config.checkpoint_every == 0 or iteration == config.iterations or state["stopped"]:
             save_checkpoint(accelerator, ckpt_dir, iteration, models, loop.optimizer, {
                 **state,
-                "score_moments": loop.score_moments.state_dict(),
+                "score_moments": {group: moments.state_dict() for group, moments in loop.score_moments.items()},
                 "config": resume_key(config),
                 "data": {"seed": config.data.seed, "n_prompts": len(prompts), "next_position": iteration * ppo.batch_size},
             })

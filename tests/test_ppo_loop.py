@@ -576,6 +576,38 @@ def test_keep_best_takes_a_later_iteration_only_beyond_the_paired_standard_error
     assert not beats_the_best({"rm_reward": 0.5, "columns": clear["columns"]}, state, "rm_reward")  # not above the best
 
 
+def test_scores_are_whitened_per_reward_model_by_hand():
+    """ppo.score_whitening_groups: reward_model whitens the helpfulness RM's logits and
+    the safety RM's apart, so a safety logit of 14 next to 10 does not drown a
+    helpfulness 1 next to 0 (by hand: mean 0.5, unbiased std 0.7071; mean 12, std 2.828)."""
+    from ppo.train import whiten_scores
+
+    raw = torch.tensor([0.0, 10.0, 1.0, 14.0])
+    groups = ["helpfulness", "safety", "helpfulness", "safety"]
+    s = 1 / math.sqrt(2)
+    for method in ("batch", "running"):
+        out, stats = whiten_scores(method, {}, raw, groups, raw, groups)
+        assert out.tolist() == pytest.approx([-s, -s, s, s], abs=1e-6), method
+        assert stats["helpfulness"] == pytest.approx((0.5, s)) and stats["safety"] == pytest.approx((12.0, 2 * math.sqrt(2)))
+    together, _ = whiten_scores("batch", {}, raw, ["all"] * 4, raw, ["all"] * 4)
+    assert together[2] - together[0] == pytest.approx(1 / 6.8496, abs=1e-4)  # std of all four: sqrt(140.75 / 3)
+    # running: a second batch is whitened by both batches' statistics, group by group
+    moments = {}
+    whiten_scores("running", moments, raw, groups, raw, groups)
+    out, stats = whiten_scores("running", moments, torch.tensor([2.0, 12.0]), ["helpfulness", "safety"],
+                               torch.tensor([2.0, 12.0]), ["helpfulness", "safety"])
+    assert moments["helpfulness"].count == 3 and stats["helpfulness"] == pytest.approx((1.0, 1.0))  # 0, 1, 2
+    assert out[0].item() == pytest.approx(1.0, abs=1e-6)  # (2 - 1) / 1
+    # one safety score in the first batch: no spread of its own, the whole batch's statistics
+    raw1, groups1 = torch.tensor([0.0, 1.0, 9.0]), ["helpfulness", "helpfulness", "safety"]
+    out, stats = whiten_scores("running", {}, raw1, groups1, raw1, groups1)
+    mean, std = 10 / 3, float(raw1.std())
+    assert out[2].item() == pytest.approx((9.0 - mean) / std, abs=1e-5) and stats["safety"] == pytest.approx((mean, std))
+    # none: the scores as they are
+    out, _ = whiten_scores("none", {}, raw, groups, raw, groups)
+    assert torch.equal(out, raw)
+
+
 def test_resuming_with_another_config_is_refused(tmp_path, rms):
     from core.errors import RLHFError
     from ppo.train import RunInterrupted
@@ -652,15 +684,21 @@ def test_one_rm_kinds_use_that_rms_probability(rms):
         torch.testing.assert_close(batch.rm_reward, scores.reward.float())
 
 
-def test_iteration_metrics_and_missing_eos_penalty(reference_run):
+def test_iteration_metrics_and_missing_eos_penalty(reference_run, tmp_path, rms):
     rows = metric_rows(reference_run)
     for step in (1, 2, 3):
         row = rows[step]
         assert row["reward_mean"] == pytest.approx(row["rm_reward"])  # the gated reward's raw value is R_c
         assert row["truncation_rate"] == 1.0  # the random tiny model never ends a 6-token answer
         assert row["beta"] == 0.01 and row["critic_lr"] == row["lr"] == 1e-3
-        # every response truncated: each whitened score minus the penalty of 1
-        assert row["score_whitened"] == pytest.approx((row["score_logit"] - row["whiten_mean"]) / row["whiten_std"] - 1.0, abs=1e-5)
+        assert row["whiten_mean"] == row["whiten_mean_helpfulness"]  # the helpfulness RM's scores have their own statistics
+    # all scores whitened together (one mean, one std for the batch): every response
+    # truncated, so the batch's whitened score is (logit - mean) / std minus the penalty of 1
+    out = tmp_path / "together"
+    run_ppo(out, rms, **{"iterations": 1, "ppo.score_whitening_groups": "all"})
+    row = metric_rows(out)[1]
+    assert "whiten_mean_safety" not in row
+    assert row["score_whitened"] == pytest.approx((row["score_logit"] - row["whiten_mean"]) / row["whiten_std"] - 1.0, abs=1e-5)
 
 
 def test_adaptive_kl_lora_run_and_critic_learning_rate(tmp_path, rms):
