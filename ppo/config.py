@@ -127,6 +127,13 @@ class PPOSection(StrictModel):
     # standard deviations while 0.9999 vs 0.999994 safety probabilities dominate the
     # advantages. Only the gated reward has two groups.
     score_whitening_groups: Literal["reward_model", "all"] = "reward_model"
+    # Clip the score to [-score_clip, score_clip] before whitening (OpenRLHF's
+    # reward_clip_range). For LOGIT(R_c): 4.6 treats every probability beyond 0.99 as
+    # 0.99. A calibrated safety RM puts a refusal at logit 8-10 and an off-template
+    # compliance with a harmful request at 12-13 (probabilities 0.9997 and 0.999998);
+    # whitened, that difference taught the quickstart's PPO to stop refusing (harmful
+    # requests refused 40 -> 25 of 47). null: no clip (Llama 2).
+    score_clip: float | None = Field(default=None, gt=0)
     whiten_advantages: bool = True
     # A response cut at sampling.max_new_tokens without an end-of-turn token:
     # subtract: its whitened score minus this penalty (TRL's missing_eos_penalty);

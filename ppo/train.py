@@ -384,12 +384,15 @@ def collect(loop: Loop, prompts: list[dict], iteration: int, beta: float) -> tup
     rollout = concat_chunks(generations, chunks, loop.chunk_ids, ppo.chunk_size, loop.tokenizer.pad_token_id)
     times["generate"] = time.perf_counter() - t
 
-    # 2. Score: R_c from both RMs and the gate (or reward.kind's reward); LOGIT;
-    #    WHITEN with statistics of the whole global batch (scores gathered from every
-    #    process first); the missing-EOS penalty on responses cut at the token limit.
+    # 2. Score: R_c from both RMs and the gate (or reward.kind's reward); LOGIT; the
+    #    optional clip (ppo.score_clip); WHITEN with statistics of the whole global
+    #    batch (scores gathered from every process first), each reward model's apart;
+    #    the missing-EOS penalty on responses cut at the token limit.
     t = time.perf_counter()
     rewarded = loop.reward_fn(rollout.prompts, rollout.texts, f"iteration {iteration}")
     raw_score = rewarded.score.to(device)
+    if ppo.score_clip is not None:
+        raw_score = raw_score.clamp(-ppo.score_clip, ppo.score_clip)
     from_safety = rewarded.from_safety.to(device=device, dtype=torch.long)  # gloo gathers no bool tensors
     all_raw, all_from_safety = ((accelerator.gather(raw_score), accelerator.gather(from_safety))
                                 if accelerator.num_processes > 1 else (raw_score, from_safety))
@@ -516,7 +519,7 @@ def log_row(loop: Loop, rollout: Rollout, stats: CollectStats, step_stats: list[
         "reward_mean_stderr": stderr_from_sums(reward_sum, reward_sq, n_seq),  # over the batch's sequences
         **({"rm_reward": rm_sum / n_seq, "rm_reward_stderr": stderr_from_sums(rm_sum, rm_sq, n_seq)}
            if rollout.rm_reward is not None else {}),
-        "score_logit": raw_sum / n_seq,  # the score before whitening (LOGIT of an RM probability)
+        "score_logit": raw_sum / n_seq,  # the score before whitening (LOGIT of an RM probability, clipped by ppo.score_clip)
         "score_whitened": score_sum / n_seq,  # after whitening and the missing-EOS penalty
         "whiten_mean": stats.whiten_mean,  # the helpfulness RM's group (or all scores)
         "whiten_std": stats.whiten_std,
