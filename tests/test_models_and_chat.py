@@ -108,3 +108,28 @@ def test_smollm2_knows_the_capital_of_france():
         SamplingConfig(max_new_tokens=20, temperature=0), progress=False,
     )
     assert "Paris" in answer
+
+
+def test_freeze_lower_layers_leaves_the_top_layers_the_norm_and_an_outside_head_trainable():
+    """core.models.freeze_lower_layers, shared by the reward stage and PPO
+    (`trainable_layers`): on the 2-layer tiny model with 1 trainable layer, a causal LM
+    trains layer 1 and the final norm (its tied LM head stays with the frozen
+    embeddings), a reward model also its score head; 0 or 3 layers is refused naming
+    the key."""
+    from core.errors import ConfigError
+    from core.models import freeze_lower_layers
+    from reward.train import load_reward_model
+
+    lm = load_causal_lm("embedded:tiny-llama")
+    freeze_lower_layers(lm, 1)
+    trained = {name for name, p in lm.named_parameters() if p.requires_grad}
+    assert trained and all(name.startswith(("model.layers.1.", "model.norm.")) for name in trained), trained
+    assert {name for name, _ in lm.named_parameters() if name.startswith("model.layers.1.")} <= trained
+    rm = load_reward_model("embedded:tiny-llama", pad_token_id=0)
+    freeze_lower_layers(rm, 1)
+    trained = {name for name, p in rm.named_parameters() if p.requires_grad}
+    assert "score.weight" in trained and "model.embed_tokens.weight" not in trained
+    assert not any(name.startswith("model.layers.0.") for name in trained)
+    for bad in (0, 3):
+        with pytest.raises(ConfigError, match=f"model.trainable_layers: {bad}, but the model has 2 decoder layers"):
+            freeze_lower_layers(load_causal_lm("embedded:tiny-llama"), bad, key="model.trainable_layers")
