@@ -51,7 +51,7 @@ KEY_SETTINGS = {
                            "finetune.learning_rate", "finetune.epochs", "finetune.batch_size", "seed"),
     "ppo": ("iterations", "ppo.batch_size", "ppo.minibatch_size", "ppo.clip", "ppo.beta", "ppo.kl_target",
             "optim.learning_rate", "reward.kind", "reward_models.safety_threshold", "model.memory", "model.dtype",
-            "model.trainable_layers",
+            "model.trainable_layers", "ppo.score_whitening_groups",
             "sampling.max_new_tokens", "sampling.temperature", "seed"),
     "gatt": ("instructions.kinds", "dialogues.n", "dialogues.n_turns", "synthesis.k", "synthesis.ranking.by",
              "finetune.training.learning_rate", "finetune.training.epochs", "seed"),

@@ -1,8 +1,10 @@
 """PPO checkpoints: everything a killed run needs to resume to the same result.
 
 OUT/checkpoints/iter-000040/
-    policy.safetensors     trainable policy weights (all weights, or the policy adapter)
-    critic.safetensors     trainable critic weights (body and head, or adapter and head)
+    policy.safetensors     trainable policy weights (all weights, those of the top
+                           `model.trainable_layers`, or the policy adapter)
+    critic.safetensors     trainable critic weights (body or its top layers, and head; or
+                           adapter and head)
     optimizer.pt           AdamW state
     shards/                instead of the three above under `distributed: fsdp2`: torch
                            Distributed Checkpoint (DCP) of the policy, the critic and AdamW,

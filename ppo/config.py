@@ -61,14 +61,15 @@ class ModelSection(StrictModel):
     # mean 0 and std 1). policy (default): the initial policy's body and a new
     # zero-initialised value head, so every value starts at 0, the targets' mean.
     # helpfulness_rm: the helpfulness RM's body and head, the head re-scaled at
-    # iteration 1 by the whitening statistics (value = (r - mean) / std), so it
+    # iteration 1 by the whitening statistics of the helpfulness RM's scores
+    # (value = (r - mean) / std), so it
     # predicts the whitened score rather than the raw RM logit. Only with
     # reward.kind gated or helpfulness (the RM head predicts nothing else), and not
     # in lora mode (the critic body is the policy's frozen base there).
     critic_init: Literal["helpfulness_rm", "policy"] = "policy"
-    # Train only the top N decoder layers (and the final norm) of the policy and of the
-    # critic's body, as the reward stage's `trainable_layers` does; the embeddings and
-    # the lower layers stay the initial policy's. The backward stops at layer N from the
+    # Train only the top N decoder layers and the final norm (and an untied LM head) of
+    # the policy and of the critic's body, as the reward stage's `trainable_layers`
+    # does; the embeddings and the lower layers stay the initial policy's. The backward stops at layer N from the
     # top, which is most of a small model's PPO time on a CPU. separate mode only (lora
     # trains adapters instead). null: every weight.
     trainable_layers: int | None = Field(default=None, ge=1)
@@ -127,13 +128,6 @@ class PPOSection(StrictModel):
     # standard deviations while 0.9999 vs 0.999994 safety probabilities dominate the
     # advantages. Only the gated reward has two groups.
     score_whitening_groups: Literal["reward_model", "all"] = "reward_model"
-    # Clip the score to [-score_clip, score_clip] before whitening (OpenRLHF's
-    # reward_clip_range). For LOGIT(R_c): 4.6 treats every probability beyond 0.99 as
-    # 0.99. A calibrated safety RM puts a refusal at logit 8-10 and an off-template
-    # compliance with a harmful request at 12-13 (probabilities 0.9997 and 0.999998);
-    # whitened, that difference taught the quickstart's PPO to stop refusing (harmful
-    # requests refused 40 -> 25 of 47). null: no clip (Llama 2).
-    score_clip: float | None = Field(default=None, gt=0)
     whiten_advantages: bool = True
     # A response cut at sampling.max_new_tokens without an end-of-turn token:
     # subtract: its whitened score minus this penalty (TRL's missing_eos_penalty);

@@ -10,8 +10,9 @@ every position. With `critic_init: policy` (the default) the body is the initial
 policy's and the head is new and zero-initialised: every value starts at 0, the mean
 of its whitened targets. With `helpfulness_rm` the body and head are the helpfulness
 RM's (the value function starts from a model that already scores responses), and the
-loop re-scales the head at iteration 1 with the score's whitening statistics
-(`Critic.rescale_`), so the first values are on the targets' scale, not the RM's.
+loop re-scales the head at iteration 1 with the whitening statistics of the
+helpfulness RM's scores (`Critic.rescale_`), so the first values are on the targets'
+scale, not the RM's.
 
 The re-scale divides by the batch's score std, so an RM whose scores barely vary
 across responses (a random one: the tests' tiny RMs) gives large values on prefixes
@@ -23,7 +24,9 @@ masters whatever `model.dtype` says; `model.dtype: bfloat16` is the compute dtyp
 applied by `PPOModels.autocast()` around every rollout and training forward. Frozen
 weights (the reference, the lora base) are stored in the compute dtype, so in
 separate mode the first KL is not exactly 0 (the policy's norms and embeddings run in
-float32, the reference's in bf16: 5e-4 nats per 6-token answer on the tiny model).
+float32, the reference's in bf16: 5e-4 nats per 6-token answer on the tiny model). The
+layers `model.trainable_layers` freezes in the policy and the critic stay float32 (the
+policy's own copy; only their optimizer state is saved).
 
 Distributed (`distributed` in the config, core/distributed.py): the policy and the
 critic are trained through ONE module, `ActorCritic`, whose forward returns both the
@@ -146,7 +149,8 @@ class PPOModels:
     policy:          the module that generates (a PeftModel in lora mode)
     policy_params:   name -> trainable parameter of the policy (its weights, or those of its top
                      `model.trainable_layers`; or the policy adapter)
-    critic_params:   name -> trainable parameter of the critic (body and head, or adapter and head)
+    critic_params:   name -> trainable parameter of the critic (body or its top layers, and
+                     head; or adapter and head)
     """
 
     mode: str

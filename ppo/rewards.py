@@ -77,7 +77,7 @@ class RewardBatch:
     raw:        (B,) float32, the reward before LOGIT and whitening (a probability for an RM kind)
     score:      (B,) float32, what is whitened: logit(raw) for an RM kind, raw for a function
     rm_reward:  (B,) float32 R_c (the gated probability) when the RMs scored the batch, else None
-    from_safety:(B,) bool, True where the gated R_c is the safety RM's score (all False for
+    from_safety: (B,) bool, True where the gated R_c is the safety RM's score (all False for
                 the other kinds: one reward, one scale)
     """
 

@@ -157,35 +157,48 @@ def stage_inputs(config: PPOConfig) -> dict:
 
 
 def whiten_scores(method: str, moments: dict[str, RunningMoments], raw: torch.Tensor, groups: list[str],
-                  all_raw: torch.Tensor, all_groups: list[str]) -> tuple[torch.Tensor, dict[str, tuple[float, float]]]:
+                  all_raw: torch.Tensor, all_groups: list[str]) -> tuple[torch.Tensor, dict[str, dict[str, float]]]:
     """WHITEN of this process's (B,) scores, each group (`ppo.score_whitening_groups`:
     the RM that gave R_c, or "all") with its own statistics over the global batch
     `all_raw` (running: `moments[group]` updated first; batch: this batch's; none: as
-    they are). Returns the (B,) whitened scores and {group: (mean, std)} of the groups
-    present.
+    they are). Returns the (B,) whitened scores and, per group present, {"mean", "std"}
+    it was whitened with, "batch_mean" (the batch's own raw mean) and "n" (its count in
+    the batch).
 
     A group with fewer than two scores so far (one safety-gated answer in the first
-    batch) has no spread to divide by: it is whitened with the statistics of the whole
-    global batch this time.
+    batch) has no spread of its own: its scores are whitened to 0 (std NaN), never with
+    another RM's statistics (which would put it on the wrong scale).
     """
-    if method == "none":
-        return raw.float(), {group: (0.0, 1.0) for group in dict.fromkeys(all_groups)}
-    everything = (float(all_raw.double().mean()), float(all_raw.double().std()) if len(all_raw) > 1 else 1.0)
-    out = torch.empty_like(raw, dtype=torch.float32)
+    out = raw.float().clone()
     stats = {}
     for group in dict.fromkeys(all_groups):
         values = all_raw[torch.tensor([g == group for g in all_groups], device=all_raw.device)]
-        if method == "running":
+        mine = torch.tensor([g == group for g in groups], device=raw.device)
+        batch_mean = float(values.double().mean())
+        if method == "none":
+            mean, std = 0.0, 1.0
+        elif method == "running":
             moments.setdefault(group, RunningMoments()).update(values)
             count, mean, std = moments[group].count, moments[group].mean, moments[group].std
         else:
-            count, mean, std = len(values), float(values.double().mean()), float(values.double().std()) if len(values) > 1 else math.nan
-        if count < 2:
-            mean, std = everything
-        mine = torch.tensor([g == group for g in groups], device=raw.device)
-        out[mine] = ((raw[mine].double() - mean) / math.sqrt(std**2 + 1e-8)).float()
-        stats[group] = (mean, std)
+            count, mean, std = len(values), batch_mean, float(values.double().std()) if len(values) > 1 else math.nan
+        if method != "none":
+            if count < 2:
+                out[mine] = 0.0
+            else:
+                out[mine] = ((raw[mine].double() - mean) / math.sqrt(std**2 + 1e-8)).float()
+        stats[group] = {"mean": mean, "std": std, "batch_mean": batch_mean, "n": len(values)}
     return out, stats
+
+
+def main_statistics(whitening: dict[str, dict[str, float]], all_raw: torch.Tensor) -> tuple[float, float]:
+    """(mean, std) logged as whiten_mean / whiten_std and used to re-scale an
+    RM-initialised critic's head at iteration 1: the helpfulness RM's group's (or, whitened
+    together, all scores'), else the whole batch's when that group has no spread yet."""
+    for group in ("helpfulness", "all"):
+        if group in whitening and math.isfinite(whitening[group]["std"]):
+            return whitening[group]["mean"], whitening[group]["std"]
+    return float(all_raw.double().mean()), float(all_raw.double().std()) if len(all_raw) > 1 else 1.0
 
 
 def whitening_groups(config, from_safety: torch.Tensor) -> list[str]:
@@ -326,7 +339,7 @@ class CollectStats:
     whiten_std: float
     entropy_sum: float  # token entropy summed over this process's real tokens
     times: dict
-    whitening: dict[str, tuple[float, float]]  # {group: (mean, std)} of ppo.score_whitening_groups
+    whitening: dict[str, dict[str, float]]  # per group of ppo.score_whitening_groups: whiten_scores' statistics
 
 
 def setup(config: PPOConfig, accelerator) -> Loop:
@@ -384,22 +397,19 @@ def collect(loop: Loop, prompts: list[dict], iteration: int, beta: float) -> tup
     rollout = concat_chunks(generations, chunks, loop.chunk_ids, ppo.chunk_size, loop.tokenizer.pad_token_id)
     times["generate"] = time.perf_counter() - t
 
-    # 2. Score: R_c from both RMs and the gate (or reward.kind's reward); LOGIT; the
-    #    optional clip (ppo.score_clip); WHITEN with statistics of the whole global
-    #    batch (scores gathered from every process first), each reward model's apart;
-    #    the missing-EOS penalty on responses cut at the token limit.
+    # 2. Score: R_c from both RMs and the gate (or reward.kind's reward); LOGIT;
+    #    WHITEN with statistics of the whole global batch (scores gathered from every
+    #    process first), each reward model's apart; the missing-EOS penalty on
+    #    responses cut at the token limit.
     t = time.perf_counter()
     rewarded = loop.reward_fn(rollout.prompts, rollout.texts, f"iteration {iteration}")
     raw_score = rewarded.score.to(device)
-    if ppo.score_clip is not None:
-        raw_score = raw_score.clamp(-ppo.score_clip, ppo.score_clip)
     from_safety = rewarded.from_safety.to(device=device, dtype=torch.long)  # gloo gathers no bool tensors
     all_raw, all_from_safety = ((accelerator.gather(raw_score), accelerator.gather(from_safety))
                                 if accelerator.num_processes > 1 else (raw_score, from_safety))
     whitened, whitening = whiten_scores(ppo.score_whitening, loop.score_moments, raw_score, whitening_groups(config, from_safety),
                                         all_raw, whitening_groups(config, all_from_safety))
-    # the helpfulness RM's statistics (or all scores'): what an RM-initialised critic is re-scaled by
-    whiten_mean, whiten_std = whitening.get("helpfulness", whitening.get("all", next(iter(whitening.values()))))
+    whiten_mean, whiten_std = main_statistics(whitening, all_raw)
     rollout = rollout.with_(
         reward=rewarded.raw.to(device),
         rm_reward=rewarded.rm_reward.to(device) if rewarded.rm_reward is not None else None,
@@ -519,12 +529,15 @@ def log_row(loop: Loop, rollout: Rollout, stats: CollectStats, step_stats: list[
         "reward_mean_stderr": stderr_from_sums(reward_sum, reward_sq, n_seq),  # over the batch's sequences
         **({"rm_reward": rm_sum / n_seq, "rm_reward_stderr": stderr_from_sums(rm_sum, rm_sq, n_seq)}
            if rollout.rm_reward is not None else {}),
-        "score_logit": raw_sum / n_seq,  # the score before whitening (LOGIT of an RM probability, clipped by ppo.score_clip)
+        "score_logit": raw_sum / n_seq,  # the score before whitening (LOGIT of an RM probability)
         "score_whitened": score_sum / n_seq,  # after whitening and the missing-EOS penalty
         "whiten_mean": stats.whiten_mean,  # the helpfulness RM's group (or all scores)
         "whiten_std": stats.whiten_std,
-        **{f"whiten_{name}_{group}": value for group, pair in stats.whitening.items() if group in ("helpfulness", "safety")
-           for name, value in zip(("mean", "std"), pair)},
+        # per RM when whitened apart: its scores' batch mean and the statistics they were whitened with
+        **{key: value for group, group_stats in stats.whitening.items() if group in ("helpfulness", "safety")
+           for key, value in ((f"score_logit_{group}", group_stats["batch_mean"]), (f"whiten_mean_{group}", group_stats["mean"]),
+                              (f"whiten_std_{group}", group_stats["std"]), (f"n_{group}", group_stats["n"]))
+           if math.isfinite(value)},
         "truncation_rate": truncated_sum / n_seq,  # responses cut at sampling.max_new_tokens
         "kl": kl_sum / n_seq,  # sequence KL(π‖π0), summed over tokens
         "kl_stderr": stderr_from_sums(kl_sum, kl_sq, n_seq),

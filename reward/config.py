@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from core.config import StrictModel
 from core.data.sources import PreferenceSourceKeys
@@ -98,7 +98,7 @@ class RewardConfig(StrictModel):
     max_grad_norm: float = 1.0
     seed: int = 0
     bf16: bool = False  # bf16 autocast (fp32 master weights); worth it on CPU too
-    trainable_layers: int | None = None  # train only the top N decoder layers + head (None: all)
+    trainable_layers: int | None = Field(default=None, ge=1)  # train only the top N decoder layers + head (None: all)
     # Batch pairs of similar length together (the Trainer's LengthGroupedSampler, still
     # shuffled): a batch pads to its longest sequence, and the pipeline's mixes hold
     # short templated pairs beside the policy's longer samples.

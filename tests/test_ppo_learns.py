@@ -194,17 +194,6 @@ def test_trainable_layers_trains_the_top_layers_and_leaves_the_rest_as_they_were
     assert [len(step["critic"]) for step in recorder.steps[:1]] == [len(critic)]
 
 
-def test_score_clip_bounds_the_score_before_whitening(tmp_path, setup):
-    """ppo.score_clip clips the score (here reward.function's -characters / 10) to
-    [-0.5, 0.5] before whitening: the logged mean score stays inside while the raw
-    reward of the same answers (reward_mean, never clipped) goes below it."""
-    out = tmp_path / "ppo"
-    launch(out, setup, **{"iterations": 1, "ppo.score_clip": 0.5})
-    row = next(row for row in read_metrics(out) if row.get("step") == 1 and "reward_mean" in row)
-    assert -0.5 <= row["score_logit"] <= 0.5, row
-    assert row["reward_mean"] < -0.5 < row["score_logit"] or row["reward_mean"] < row["score_logit"] == -0.5, row
-
-
 def test_trainable_layers_beyond_the_models_depth_is_refused(tmp_path, setup):
     from core.errors import ConfigError
 

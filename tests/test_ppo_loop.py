@@ -580,7 +580,7 @@ def test_scores_are_whitened_per_reward_model_by_hand():
     """ppo.score_whitening_groups: reward_model whitens the helpfulness RM's logits and
     the safety RM's apart, so a safety logit of 14 next to 10 does not drown a
     helpfulness 1 next to 0 (by hand: mean 0.5, unbiased std 0.7071; mean 12, std 2.828)."""
-    from ppo.train import whiten_scores
+    from ppo.train import main_statistics, whiten_scores
 
     raw = torch.tensor([0.0, 10.0, 1.0, 14.0])
     groups = ["helpfulness", "safety", "helpfulness", "safety"]
@@ -588,7 +588,9 @@ def test_scores_are_whitened_per_reward_model_by_hand():
     for method in ("batch", "running"):
         out, stats = whiten_scores(method, {}, raw, groups, raw, groups)
         assert out.tolist() == pytest.approx([-s, -s, s, s], abs=1e-6), method
-        assert stats["helpfulness"] == pytest.approx((0.5, s)) and stats["safety"] == pytest.approx((12.0, 2 * math.sqrt(2)))
+        assert (stats["helpfulness"]["mean"], stats["helpfulness"]["std"]) == pytest.approx((0.5, s))
+        assert (stats["safety"]["mean"], stats["safety"]["std"]) == pytest.approx((12.0, 2 * math.sqrt(2)))
+        assert main_statistics(stats, raw) == pytest.approx((0.5, s))  # what an RM-initialised critic is re-scaled by
     together, _ = whiten_scores("batch", {}, raw, ["all"] * 4, raw, ["all"] * 4)
     assert together[2] - together[0] == pytest.approx(1 / 6.8496, abs=1e-4)  # std of all four: sqrt(140.75 / 3)
     # running: a second batch is whitened by both batches' statistics, group by group
@@ -596,13 +598,18 @@ def test_scores_are_whitened_per_reward_model_by_hand():
     whiten_scores("running", moments, raw, groups, raw, groups)
     out, stats = whiten_scores("running", moments, torch.tensor([2.0, 12.0]), ["helpfulness", "safety"],
                                torch.tensor([2.0, 12.0]), ["helpfulness", "safety"])
-    assert moments["helpfulness"].count == 3 and stats["helpfulness"] == pytest.approx((1.0, 1.0))  # 0, 1, 2
-    assert out[0].item() == pytest.approx(1.0, abs=1e-6)  # (2 - 1) / 1
-    # one safety score in the first batch: no spread of its own, the whole batch's statistics
+    assert moments["helpfulness"].count == 3 and (stats["helpfulness"]["mean"], stats["helpfulness"]["std"]) == pytest.approx((1.0, 1.0))
+    assert stats["helpfulness"]["batch_mean"] == 2.0 and stats["helpfulness"]["n"] == 1
+    assert out[0].item() == pytest.approx(1.0, abs=1e-6)  # (2 - 1) / 1, scores 0, 1, 2 so far
+    # one safety score in the first batch: no spread of its own, whitened to 0 (not with
+    # the helpfulness scores' statistics, which would put a logit of 9 at +11 std)
     raw1, groups1 = torch.tensor([0.0, 1.0, 9.0]), ["helpfulness", "helpfulness", "safety"]
-    out, stats = whiten_scores("running", {}, raw1, groups1, raw1, groups1)
-    mean, std = 10 / 3, float(raw1.std())
-    assert out[2].item() == pytest.approx((9.0 - mean) / std, abs=1e-5) and stats["safety"] == pytest.approx((mean, std))
+    for method in ("batch", "running"):
+        out, stats = whiten_scores(method, {}, raw1, groups1, raw1, groups1)
+        assert out.tolist() == pytest.approx([-s, s, 0.0], abs=1e-6) and math.isnan(stats["safety"]["std"])
+    # no helpfulness group with a spread: the critic is re-scaled by the whole batch's statistics
+    only_safety = {"safety": {"mean": 9.0, "std": math.nan, "batch_mean": 9.0, "n": 1}}
+    assert main_statistics(only_safety, torch.tensor([9.0, 11.0])) == pytest.approx((10.0, math.sqrt(2)))
     # none: the scores as they are
     out, _ = whiten_scores("none", {}, raw, groups, raw, groups)
     assert torch.equal(out, raw)
@@ -691,7 +698,14 @@ def test_iteration_metrics_and_missing_eos_penalty(reference_run, tmp_path, rms)
         assert row["reward_mean"] == pytest.approx(row["rm_reward"])  # the gated reward's raw value is R_c
         assert row["truncation_rate"] == 1.0  # the random tiny model never ends a 6-token answer
         assert row["beta"] == 0.01 and row["critic_lr"] == row["lr"] == 1e-3
-        assert row["whiten_mean"] == row["whiten_mean_helpfulness"]  # the helpfulness RM's scores have their own statistics
+    # iteration 1 whitens each RM's scores by their own statistics: running moments of one
+    # batch are that batch's mean, per group
+    first = rows[1]
+    groups = [g for g in ("helpfulness", "safety") if first.get(f"n_{g}", 0) >= 2]
+    assert groups, first
+    for group in groups:
+        assert first[f"whiten_mean_{group}"] == pytest.approx(first[f"score_logit_{group}"], abs=1e-5), group
+    assert sum(first.get(f"n_{g}", 0) for g in ("helpfulness", "safety")) == 4  # every answer of the batch (4) in one group
     # all scores whitened together (one mean, one std for the batch): every response
     # truncated, so the batch's whitened score is (logit - mean) / std minus the penalty of 1
     out = tmp_path / "together"
