@@ -1,7 +1,8 @@
 """PPO: seconds per iteration split into generate / score / forwards / train,
-samples/s and peak memory of our PPO loop (`ppo.train.train`) in both memory modes,
-side by side with TRL's `RLOOTrainer` on the same model, prompts, batch, response
-length and reward models.
+samples/s and peak memory of our PPO loop (`ppo.train.train`) in both memory modes
+(and, with `--modes ...,top_layers`, separate models of which only the top
+`--trainable-layers` decoder layers train), side by side with TRL's `RLOOTrainer` on
+the same model, prompts, batch, response length and reward models.
 
 Each trainer runs in a fresh subprocess (`python -m benchmarks.ppo _worker SPEC`), one
 after the other, so that each peak memory is its own. Every trainer runs `--warmup`
@@ -71,7 +72,8 @@ from benchmarks.harness import (  # noqa: E402
 )
 from benchmarks.results import markdown_table, report  # noqa: E402
 
-MODES = ("separate", "lora", "rloo")
+MODES = ("separate", "top_layers", "lora", "rloo")
+DEFAULT_MODES = ("separate", "lora", "rloo")
 
 
 class _Done(Exception):
@@ -116,8 +118,9 @@ def run_ours(spec: dict) -> dict:
     mode = spec["mode"]
     config = validate_config(PPOConfig, {
         "output_dir": str(Path(spec["tmp"]) / f"ppo-{mode}"),
-        "model": {"policy": spec["model"], "dtype": spec["dtype"], "memory": mode,
+        "model": {"policy": spec["model"], "dtype": spec["dtype"], "memory": "lora" if mode == "lora" else "separate",
                   "critic_init": "helpfulness_rm" if mode == "separate" else "policy",
+                  "trainable_layers": spec["trainable_layers"] if mode == "top_layers" else None,
                   "lora": {"enabled": True, "r": spec["lora_r"], "alpha": 2 * spec["lora_r"]}},
         "reward_models": {"helpfulness": spec["helpful_rm"], "safety": spec["safety_rm"], "batch_size": spec["rm_batch_size"], "dtype": spec["dtype"] if spec["dtype"] != "auto" else "float32"},
         "data": {"n_prompts": spec["n_prompts"]},
@@ -267,7 +270,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="embedded:smollm2-135m")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when visible")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="weights of policy, reference, critic and RMs")
-    parser.add_argument("--modes", default=",".join(MODES), help="separate, lora (our PPO's memory modes) and rloo (TRL)")
+    parser.add_argument("--modes", default=",".join(DEFAULT_MODES),
+                        help="separate, lora (our PPO's memory modes), top_layers (separate, only the top --trainable-layers "
+                             "decoder layers trained: model.trainable_layers) and rloo (TRL)")
+    parser.add_argument("--trainable-layers", type=int, default=6, help="model.trainable_layers of the top_layers mode")
     parser.add_argument("--batch-size", type=int, default=8, help="samples per iteration (the paper: 512)")
     parser.add_argument("--minibatch-size", type=int, default=4, help="samples per optimizer step (the paper: 64)")
     parser.add_argument("--chunk-size", type=int, default=None, help="our prompts per generate call (default: the batch, as RLOO)")
@@ -303,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
             "rm_batch_size": args.rm_batch_size or args.batch_size, "ppo_epochs": args.ppo_epochs, "new_tokens": args.new_tokens,
             "temperature": args.temperature, "beta": args.beta, "lr": args.lr, "lora_r": args.lora_r,
             "rloo_generations": args.rloo_generations, "n_prompts": args.n_prompts, "warmup": args.warmup,
-            "iterations": args.iterations, "threads": args.threads,
+            "iterations": args.iterations, "threads": args.threads, "trainable_layers": args.trainable_layers,
         }
         results = {mode: measure({**spec, "mode": mode}) for mode in modes}
 
@@ -311,6 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     separate = results.get("separate")
     rows = []
     names = {"separate": "our PPO (ppo.train), separate models", "lora": "our PPO (ppo.train), one base + LoRA adapters",
+             "top_layers": f"our PPO (ppo.train), separate models, top {args.trainable_layers} layers trained",
              "rloo": f"TRL RLOOTrainer (G={args.rloo_generations})"}
     for mode, r in results.items():
         rate = args.batch_size / r["total"]

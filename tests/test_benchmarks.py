@@ -99,8 +99,9 @@ def test_ppo_benchmark_compares_both_memory_modes_with_rloo(monkeypatch):
 
     captured = _capture(monkeypatch, bench)
     bench.main(["--model", "embedded:tiny-llama", "--batch-size", "4", "--minibatch-size", "2",
-                "--new-tokens", "3", "--n-prompts", "8", "--iterations", "1"])
+                "--new-tokens", "3", "--n-prompts", "8", "--iterations", "1", "--modes", "separate,top_layers,lora,rloo",
+                "--trainable-layers", "1"])
     lines = captured["table"].splitlines()
-    assert len(lines) == 2 + 3
-    assert "separate" in lines[2] and "LoRA" in lines[3] and "RLOOTrainer" in lines[4]
-    assert lines[4].split("|")[8].strip() == "1.00x"  # RLOO against itself
+    assert len(lines) == 2 + 4
+    assert "separate" in lines[2] and "top 1 layers" in lines[3] and "LoRA" in lines[4] and "RLOOTrainer" in lines[5]
+    assert lines[5].split("|")[8].strip() == "1.00x"  # RLOO against itself
