@@ -803,11 +803,13 @@ def test_the_score_keeps_calibrated_logits_apart():
     from ppo.rewards import TrainingReward
 
     probability = torch.sigmoid(torch.tensor([15.0, 20.0, -3.0], dtype=torch.float64))
+    from_safety = torch.tensor([True, True, False])
     fake = SimpleNamespace(score=lambda prompts, responses, where: SimpleNamespace(
-        reward=probability, helpfulness_prob=probability, safety_prob=probability))
+        reward=probability, helpfulness_prob=probability, safety_prob=probability, from_safety=from_safety))
     batch = TrainingReward(RewardSection(), fake)([{}] * 3, ["a", "b", "c"], "a test")
     torch.testing.assert_close(batch.score, torch.tensor([15.0, 20.0, -3.0]), atol=1e-4, rtol=0)
     assert batch.raw.dtype == torch.float32
+    assert batch.from_safety.tolist() == [True, True, False]  # which RM gave R_c: its whitening group
 
 
 def test_lora_with_gradient_checkpointing_is_refused(tmp_path, rms):
