@@ -248,10 +248,10 @@ def freeze_lower_layers(model, trainable_layers: int, key: str = "trainable_laye
     `model` (a causal LM, a sequence classifier or a bare transformer body): every
     other weight of its transformer (embeddings, lower layers; a tied LM head with
     them) stops requiring gradients, and a head outside the transformer (a reward
-    model's score, a critic's value head, an untied LM head) is left as it is. The backward then stops
-    at the lowest trained layer, which is where the saving is: on SmolLM2-135M (30
-    layers, bf16 autocast, 16 x 70 tokens) forward and backward of the top 6 take
-    2.6 s against 7.6 s for all of them. `key` names the setting in the error."""
+    model's score, a critic's value head, an untied LM head) is left as it is. The
+    backward then stops at the lowest trained layer, which is where the saving is: on
+    SmolLM2-135M (30 layers, bf16 autocast, 16 x 70 tokens) forward and backward of the
+    top 6 take 2.6 s against 7.6 s for all of them. `key` names the setting in the error."""
     from core.errors import ConfigError
 
     body = model.base_model
