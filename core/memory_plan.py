@@ -11,6 +11,11 @@ the plan counts, from the Llama-2 shapes (parameter counts are derived from them
   4 bytes a parameter; frozen ones are stored in the compute dtype (the reference, the
   lora base: `model.dtype`; the RMs: `reward_models.dtype`), 2 bytes in bfloat16;
 - gradients: float32, 4 bytes per trained parameter (DDP adds a bucket copy of them);
+  with `model.trainable_layers: N` (separate mode) the trained parameters are the top N
+  decoder layers, the final norm and what sits outside the body (the policy's untied LM
+  head, the critic's value head); the frozen ones keep their float32 weights
+  (`core.models.freeze_lower_layers`) but have no gradient, no AdamW moments, no
+  autocast copy and no activations kept (the backward stops at the lowest trained layer);
 - optimizer: AdamW's two float32 moments, 8 bytes per trained parameter. The float32
   master IS the weight here (no separate copy): 16 bytes per trained parameter in all,
   the same total as the bf16-weights + fp32-master layout of DeepSpeed and Megatron;
@@ -117,6 +122,17 @@ class LlamaShape:
         body = self.params - (0 if self.tied_embeddings else self.vocab * self.hidden)
         return body + self.hidden + 1
 
+    def trained_params(self, trainable_layers: int | None, scalar_head: bool = False) -> int:
+        """What a full fine-tune trains (`params` or `scalar_params`) or, with the top
+        `trainable_layers` only, those layers, the final norm and the head outside the
+        body (an untied LM head; a scalar head's weight and bias)."""
+        if trainable_layers is None:
+            return self.scalar_params if scalar_head else self.params
+        if not 1 <= trainable_layers <= self.layers:
+            raise ValueError(f"trainable_layers: {trainable_layers}, but {self.name} has {self.layers} decoder layers")
+        head = self.hidden + 1 if scalar_head else (0 if self.tied_embeddings else self.vocab * self.hidden)
+        return trainable_layers * self.layer_params + self.hidden + head
+
     def lora_params(self, r: int, targets: tuple[str, ...] = LORA_TARGETS) -> int:
         """One LoRA adapter: A (r x in) and B (out x r) on each target projection of every layer."""
         shapes = self.linear_shapes()
@@ -171,8 +187,11 @@ class PPOMemorySettings:
     lora_r: int = 16
     lora_targets: tuple[str, ...] = LORA_TARGETS
     generation_weights: Literal["gathered", "sharded"] = "gathered"  # model.generation_weights (fsdp2 only)
+    trainable_layers: int | None = None  # model.trainable_layers: train the top N decoder layers (separate only)
 
     def __post_init__(self):
+        if self.trainable_layers is not None and (self.memory != "separate" or self.trainable_layers < 1):
+            raise ValueError("trainable_layers is a positive layer count for memory: separate")
         if self.offload and self.distributed != "fsdp2":
             raise ValueError("offload is FSDP2's CPU offload: it needs distributed: fsdp2")
         if self.dtype not in DTYPE_BYTES or self.rm_dtype not in DTYPE_BYTES:
@@ -202,6 +221,7 @@ class PPOMemorySettings:
         parts += ["offload"] if self.offload else []
         parts += ["checkpointing"] if self.gradient_checkpointing else []
         parts += ["sharded generation"] if self.distributed == "fsdp2" and self.generation_weights == "sharded" else []
+        parts += [f"top {self.trainable_layers} layers trained"] if self.trainable_layers is not None else []
         return ", ".join(parts) + f", micro_batch={self.micro_batch_size}"
 
 
@@ -272,13 +292,16 @@ def usable_bytes(gpu_gb: float) -> int:
     return int(gpu_gb * GiB * USABLE)
 
 
-def _model(name: str, params: int, trained: bool, stored_bytes: int, s: PPOMemorySettings) -> ModelMemory:
-    """One model's bytes per GPU: its sharded weights (and gradients and AdamW moments when trained)."""
+def _model(name: str, params: int, trained: bool, stored_bytes: int, s: PPOMemorySettings,
+           trained_params: int | None = None) -> ModelMemory:
+    """One model's bytes per GPU: its sharded weights (and gradients and AdamW moments of
+    its `trained_params`, all `params` unless said, when trained)."""
+    learning = (params if trained_params is None else trained_params) if trained else 0
     weights = math.ceil(params * stored_bytes / s.shard)
-    grads = math.ceil(params * GRAD_BYTES / s.shard) if trained else 0
+    grads = math.ceil(learning * GRAD_BYTES / s.shard)
     if trained and s.distributed == "ddp":
         grads *= 2  # DDP's gradient buckets: a second copy (gradient_as_bucket_view is off by default)
-    optimizer = math.ceil(params * ADAM_BYTES / s.shard) if trained else 0
+    optimizer = math.ceil(learning * ADAM_BYTES / s.shard)
     if s.offload:
         return ModelMemory(name, params, trained, 0, 0, 0, cpu=weights + grads + optimizer)
     return ModelMemory(name, params, trained, weights, grads, optimizer)
@@ -289,12 +312,13 @@ def ppo_memory_plan(shape: LlamaShape, settings: PPOMemorySettings) -> MemoryPla
     s = settings
     frozen, rm = DTYPE_BYTES[s.dtype], DTYPE_BYTES[s.rm_dtype]
     if s.memory == "separate":
+        policy_trained = shape.trained_params(s.trainable_layers)
         models = [
-            _model("policy", shape.params, True, MASTER_BYTES, s),
-            _model("critic", shape.scalar_params, True, MASTER_BYTES, s),
+            _model("policy", shape.params, True, MASTER_BYTES, s, policy_trained),
+            _model("critic", shape.scalar_params, True, MASTER_BYTES, s, shape.trained_params(s.trainable_layers, scalar_head=True)),
             _model("reference", shape.params, False, frozen, s),
         ]
-        largest_trained = shape.params
+        largest_trained = policy_trained
         working_bytes = MASTER_BYTES  # the gathered layers of the float32 policy
     else:
         adapter = shape.lora_params(s.lora_r, s.lora_targets)
@@ -328,10 +352,11 @@ def ppo_memory_plan(shape: LlamaShape, settings: PPOMemorySettings) -> MemoryPla
     rows, seq = s.rows_per_forward, s.seq_len
     residual = 4 if (s.memory == "separate" or s.dtype == "float32") else s.compute_bytes
     per_layer = shape.layer_activation_bytes(s.compute_bytes, residual)
+    backward_layers = shape.layers if s.trainable_layers is None else s.trainable_layers
     if s.gradient_checkpointing:  # each layer's input kept, one layer recomputed at a time
-        activations = rows * seq * (shape.layers * shape.hidden * residual + per_layer)
+        activations = rows * seq * (backward_layers * shape.hidden * residual + per_layer)
     else:
-        activations = rows * seq * shape.layers * per_layer
+        activations = rows * seq * backward_layers * per_layer
     # The policy's logits over the response (and the token before it): the compute-dtype
     # output, its float32 copy and the float32 log-softmax kept for the backward.
     logits = rows * (s.response_tokens + 1) * shape.vocab * (s.compute_bytes + 8)
@@ -386,6 +411,7 @@ def settings_from_ppo_config(config, n_gpus: int, prompt_tokens: int = 512) -> P
         lora_r=lora.r,
         lora_targets=tuple(lora.target_modules),
         generation_weights=_lookup(config, "model.generation_weights", default="gathered"),
+        trainable_layers=_lookup(config, "model.trainable_layers"),
     )
 
 

@@ -138,6 +138,42 @@ def test_offload_moves_the_shards_to_the_host():
         replace(BASE, offload=True)
 
 
+def test_training_only_the_top_layers_counts_gradients_moments_copies_and_activations_of_those():
+    # model.trainable_layers: 1 (core.models.freeze_lower_layers): the top layer, the final
+    # norm and what is outside the body train; every weight stays a float32 master.
+    plan = ppo_memory_plan(TINY, replace(BASE, trainable_layers=1))
+    by_name = {m.name: m for m in plan.models}
+    assert TINY.trained_params(1) == 680  # layer 592 + final norm 8 + untied LM head 80
+    assert TINY.trained_params(1, scalar_head=True) == 609  # 592 + 8 + score head 8 + bias 1
+    assert (by_name["policy"].weights, by_name["policy"].grads, by_name["policy"].optimizer) == (5408, 2720, 5440)  # 1352 x 4; 680 x 4, x 8
+    assert (by_name["critic"].weights, by_name["critic"].grads, by_name["critic"].optimizer) == (5124, 2436, 4872)  # 1281 x 4; 609 x 4, x 8
+    assert plan.resident == 28672  # 5408 + 5440 + 5124 + 4872 + reference 2704 + RMs 2 x 2562
+    assert plan.grads == 5156  # 2720 + 2436
+    assert plan.autocast_copies == 1360  # bf16 copies of the trained policy weights only: 2 x 680
+    assert plan.activations == 5376  # 2 rows x 8 tokens x 1 layer x 336: the backward stops at the top layer
+    assert plan.train_peak == 41364  # 28672 + 5156 + 1360 + 5376 + logits 800 (all layers: 64212)
+    assert plan.rollout_peak == 29440  # 28672 + KV 768
+    assert "top 1 layers trained" in plan.settings.describe()
+
+
+def test_trainable_layers_beyond_the_depth_or_with_lora_is_refused():
+    with pytest.raises(ValueError, match="trainable_layers: 3, but tiny has 2 decoder layers"):
+        ppo_memory_plan(TINY, replace(BASE, trainable_layers=3))
+    with pytest.raises(ValueError, match="memory: separate"):
+        replace(BASE, memory="lora", trainable_layers=1)
+
+
+def test_the_plan_reads_trainable_layers_from_a_ppo_config():
+    from core.config import load_config
+    from core.memory_plan import settings_from_ppo_config
+    from ppo.config import PPOConfig
+
+    quickstart = load_config(PPOConfig, "configs/ppo/quickstart.yaml")
+    assert quickstart.model.trainable_layers is not None
+    assert settings_from_ppo_config(quickstart, n_gpus=1).trainable_layers == quickstart.model.trainable_layers
+    assert settings_from_ppo_config(load_config(PPOConfig, "configs/ppo/paper.yaml"), n_gpus=8).trainable_layers is None
+
+
 def test_the_llama2_sizes_by_name():
     assert llama2_shape("meta-llama/Llama-2-7b-hf") is LLAMA2_7B
     assert llama2_shape("meta-llama/Llama-2-70b-chat-hf") is LLAMA2_70B
