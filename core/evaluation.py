@@ -327,6 +327,7 @@ def evaluate_models(
     result = {
         "prompts": {"source": describe_source(section.prompts), "n": len(prompts), "split": "heldout"},
         "sampling": section.sampling.model_dump(),
+        "dtype": dtype,  # the weights the models answered with
         **({"sampled": {**sampled.model_dump(), "round_seeds": sampled.round_seeds()}} if sampled is not None else {}),
         "reward_models": reward_models.model_dump() if reward_models is not None and reward_models.configured else None,
         "models": summaries,

@@ -608,7 +608,9 @@ def run(config: RSConfig, after_shard: Callable[[int], None] | None = None) -> P
             if config.control_arms and config.start_model != config.policy:
                 models["init"] = config.start_model
             models.update(arm_models)
-            result = evaluate_models(models, config.eval, config.reward_models, dtype=config.dtype, device=device, progress=config.progress)
+            # float32 whatever `dtype` samples in: bf16 rounding moves answers as much as a
+            # short fine-tune does (benchmarks/RESULTS.md, eval_precision), as in every stage.
+            result = evaluate_models(models, config.eval, config.reward_models, dtype="float32", device=device, progress=config.progress)
             result["samples_gold"] = samples_gold
             if config.control_arms:
                 columns = result["columns"]

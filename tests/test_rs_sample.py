@@ -241,7 +241,7 @@ def test_smoke_preset_end_to_end_through_the_cli(rms, tmp_path):
     out = tmp_path / "rs"
     helpful, safety, policy = rms
     args = ["--config", str(SMOKE), f"reward_models.helpfulness={helpful}", f"reward_models.safety={safety}", f"policy={policy}", f"output_dir={out}",
-            "prompts.n=8", "k=2", "eval.n_prompts=4", "replay.n=3"]
+            "prompts.n=8", "k=2", "eval.n_prompts=4", "replay.n=3", "dtype=bfloat16"]
     assert main(args) == 0
     for name in ("best.jsonl", "curve.json", "curve.png", "eval.json", "model/config.json", "sft/manifest.json",
                  "config.yaml", "metrics.jsonl"):
@@ -251,6 +251,7 @@ def test_smoke_preset_end_to_end_through_the_cli(rms, tmp_path):
     assert set(manifest["outputs"]) >= {"samples", "best", "curve", "model", "eval"}
     result = json.loads((out / "eval.json").read_text())
     assert result["models"]["before"]["n_prompts"] == result["models"]["after"]["n_prompts"] == result["prompts"]["n"]
+    assert result["dtype"] == "float32"  # sampled in bf16, evaluated in float32 (bf16 rounding hides a fine-tune's update)
     # the shared evaluation: RM reward and win rate against the policy, gold for toyworld prompts
     paired = result["paired"]["after"]
     assert {"rm_reward", "gold_combined", "refusal_rate", "rm_win_rate"} <= set(paired)
