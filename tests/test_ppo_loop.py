@@ -815,3 +815,28 @@ def test_the_score_keeps_calibrated_logits_apart():
 def test_lora_with_gradient_checkpointing_is_refused(tmp_path, rms):
     with pytest.raises(Exception, match="critic's LoRA gradients would be wrong"):
         config_for(tmp_path / "ppo", rms, **{"model.memory": "lora", "model.gradient_checkpointing": True})
+
+
+@pytest.mark.slow  # three runs, two of them under torchrun: 75 s on the 2-core CPU
+def test_fsdp2_training_only_the_top_layer_resumes_and_takes_the_same_steps_as_one(tmp_path, rms):
+    """model.trainable_layers under FSDP2 on 2 processes: each layer's shard mixes frozen
+    and trained parameters in one FSDP unit; the run is stopped after iteration 1 and
+    resumed from its sharded checkpoint; the final policy equals one process's, and
+    everything below the top layer is still the start's."""
+    from core.models import load_causal_lm
+
+    top = {"model.trainable_layers": 1, "iterations": 2, "optim.learning_rate": 1e-2, "distributed": "fsdp2"}
+    one = tmp_path / "one"
+    run_ppo(one, rms, **top)
+    two = tmp_path / "two"
+    stopped = launch([*overrides(two, rms, **top), "stop_after_iteration=1"], expect_success=False)
+    assert stopped.returncode != 0 and (two / "checkpoints" / "iter-000001" / "shards" / ".metadata").is_file()
+    launch(overrides(two, rms, **top))
+    assert read_manifest(two)["status"] == "completed"
+    assert metric_rows(two)[0]["num_processes"] == 2
+    assert_same_weights(two, one, atol=1e-5)
+    start, final = load_causal_lm("embedded:tiny-llama").state_dict(), weights(two)
+    for name, tensor in final.items():
+        if name.startswith(("model.embed_tokens.", "model.layers.0.")):
+            assert torch.equal(tensor, start[name]), f"{name} is below the trained layer but changed"
+    assert not torch.equal(final["model.layers.1.mlp.down_proj.weight"], start["model.layers.1.mlp.down_proj.weight"])
