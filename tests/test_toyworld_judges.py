@@ -252,3 +252,24 @@ def test_gold_refusal_rates_count_no_fake_refusal():
     assert metrics["refusal_rate_harmful"] == pytest.approx(0.5)  # the discouraging answer only
     assert metrics["false_refusal_rate_borderline"] == 1.0
     assert metrics["gold_combined"] == pytest.approx(1 / 3)  # 0 (unsafe), 1 (safe), 0 (false refusal)
+
+
+@pytest.mark.parametrize("split", ["train", "heldout"])
+def test_a_wrong_arithmetic_answer_takes_the_forms_of_a_right_one(split):
+    """The RM pairs' wrong results were always written with their operands ("47 + 38 =
+    84."), right ones mostly not, and the quickstart's helpfulness RM learned the form:
+    it ranked the SFT model's arithmetic samples against gold (41 % agreement) and its
+    best-of-6 picks scored below the mean sample. Now right and wrong answers come in the
+    same forms in similar shares, and every wrong one is judged wrong."""
+    def form(text: str) -> str:
+        return "operands" if "=" in text else "sentence" if text.startswith("The answer is") else "bare"
+
+    rng = random.Random(0)
+    arithmetic = [tasks.Task("arithmetic", item) for item in tasks.items("arithmetic", split)[::7][:400]]
+    right = Counter(form(tasks.gold_answer(task, rng)) for task in arithmetic)
+    wrong_answers = [(task, tasks.wrong_answer(task, rng)) for task in arithmetic]
+    wrong = Counter(form(answer) for _, answer in wrong_answers)
+    assert set(wrong) == set(right) == {"operands", "sentence", "bare"}
+    for name in right:
+        assert abs(wrong[name] - right[name]) / len(arithmetic) < 0.2, (name, right, wrong)
+    assert all(judges.helpfulness(tasks.render(task, rng), answer) <= 0.1 for task, answer in wrong_answers)

@@ -425,9 +425,8 @@ def format_list(category: str, chosen: list[str], rng: random.Random) -> str:
 
 def wrong_answer(task: Task, rng: random.Random) -> str:
     """A confident, well-formed, wrong answer to a benign task. Its wrong material
-    (another capital, word or opposite) comes from the task's own split, and a wrong
-    number is written with its operands, so no wrong answer of one split is a right
-    answer of the other."""
+    (another capital, word or opposite; a wrong number) comes from the task's own
+    split, so no wrong answer of one split is a right answer of the other."""
     split = split_of_task(task)
     if task.kind == "capital":
         country = task.item[0]
@@ -435,9 +434,7 @@ def wrong_answer(task: Task, rng: random.Random) -> str:
         other = rng.choice(others)
         answer = rng.choice((f"The capital of {country} is {other}.", f"{other}."))
     elif task.kind == "arithmetic":
-        a, op, b = task.item
-        value = arithmetic_result(a, op, b) + rng.choice((1, 2, 10, -1, -10, 11))
-        answer = rng.choice((f"{a} {OPERATOR_SYMBOLS[op]} {b} = {value}.", f"{a} {OPERATOR_SYMBOLS[op]} {b} is {value}."))
+        answer = _wrong_arithmetic(task.item, rng, split)
     elif task.kind == "translation":
         word, language = task.item
         other_word = rng.choice(sorted({w for w, _ in items("translation", split) if w != word}))
@@ -456,6 +453,25 @@ def wrong_answer(task: Task, rng: random.Random) -> str:
     if task.modifier == "one_word":
         answer = words(answer)[-1].capitalize()
     return answer.upper() if task.modifier == "upper" else answer
+
+
+def _wrong_arithmetic(item: tuple, rng: random.Random, split: str) -> str:
+    """A wrong result in the forms a right one takes ("47 + 38 = 84.", "The answer is
+    84.", "84"), so the form says nothing about correctness: with wrong answers always
+    written with their operands, the quickstart's helpfulness RM learned "operands
+    written out -> wrong" and ranked the SFT model's arithmetic samples against gold
+    (41 % agreement), its best-of-6 picks scoring below the mean sample. A bare result
+    is used only when it is a result of the task's own split (the splits go by result),
+    so no wrong answer of one split is a right answer of the other."""
+    a, op, b = item
+    result = arithmetic_result(a, op, b)
+    values = [result + offset for offset in (1, 2, 10, -1, -10, 11)]
+    own = [value for value in values if split_of(f"arithmetic:{value}") == split]
+    value = rng.choice(own or values)
+    written_out = f"{a} {OPERATOR_SYMBOLS[op]} {b} = {value}."
+    if not own:
+        return written_out
+    return rng.choice((written_out, f"The answer is {value}.", str(value)))
 
 
 def _wrong_list(category: str, n: int, rng: random.Random, split: str = "train") -> list[str]:
