@@ -139,11 +139,16 @@ def _check_split(split: str) -> None:
 # ---------------------------------------------------------------- items per split
 
 
+def _arithmetic_key(result: int) -> str:
+    """By result: "The answer is 85." belongs to one split only."""
+    return f"arithmetic:{result}"
+
+
 def _split_key(kind: str, item: tuple) -> str:
     if kind == "translation":
         return f"translation:{item[0]}"
-    if kind == "arithmetic":  # by result: "The answer is 85." belongs to one split only
-        return f"arithmetic:{arithmetic_result(*item)}"
+    if kind == "arithmetic":
+        return _arithmetic_key(arithmetic_result(*item))
     return f"{kind}:" + "|".join(str(part) for part in item)
 
 
@@ -466,7 +471,7 @@ def _wrong_arithmetic(item: tuple, rng: random.Random, split: str) -> str:
     a, op, b = item
     result = arithmetic_result(a, op, b)
     values = [result + offset for offset in (1, 2, 10, -1, -10, 11)]
-    own = [value for value in values if split_of(f"arithmetic:{value}") == split]
+    own = [value for value in values if split_of(_arithmetic_key(value)) == split]
     value = rng.choice(own or values)
     written_out = f"{a} {OPERATOR_SYMBOLS[op]} {b} = {value}."
     if not own:
