@@ -1,4 +1,4 @@
-"""Pure functions of rejection sampling: selection over the pool, the max/median curve, gold comparison.
+"""Pure functions of rejection sampling: selection over the pool, the max/median curve, gold comparison and agreement.
 
 No model and no I/O here, so every rule is unit-tested against hand-computed values.
 
@@ -239,3 +239,37 @@ def chosen_vs_median(groups: dict[str, list[dict]], gold: dict[tuple[str, int, i
               "wins": result["wins"], "losses": result["losses"]}
     result["all_samples"], result["all_samples_stderr"] = mean_stderr(every)
     return result
+
+
+def ranking_agreement(groups: dict[str, list[dict]], gold: dict[tuple[str, int, int], float]) -> dict[str, dict]:
+    """How often the reward orders two samples of one prompt as the gold judge does, by prompt kind.
+
+    Rejection sampling only ever compares samples *of the same prompt*, so this is the
+    reward models' accuracy that matters to it (a held-out pair accuracy mixes in
+    templated pairs the policy never writes). Below 0.5 for a kind, best of K picks
+    worse answers than a random sample would there.
+
+    Args:
+        groups: {prompt_id: samples of that prompt}, each with `iteration`,
+            `sample_index`, `reward` and optionally `kind` (else `category`).
+        gold: {(prompt_id, iteration, sample_index): gold combined score}.
+
+    Returns:
+        {kind: {"pairs", "agree", "rate"}} and the same under "all", over every pair of
+        samples of one prompt whose gold scores differ and whose rewards differ (a tie on
+        either side orders nothing); a kind with no such pair is left out.
+    """
+    counts: dict[str, list[int]] = {}
+    for pid, group in groups.items():
+        scored = [(gold[(pid, int(s["iteration"]), int(s["sample_index"]))], float(s["reward"])) for s in group]
+        kind = str(group[0].get("kind") or group[0].get("category") or "all")
+        for i, (gold_i, reward_i) in enumerate(scored):
+            for gold_j, reward_j in scored[i + 1:]:
+                if gold_i == gold_j or reward_i == reward_j:
+                    continue
+                agrees = (gold_i > gold_j) == (reward_i > reward_j)
+                for key in {kind, "all"}:
+                    tally = counts.setdefault(key, [0, 0])
+                    tally[0] += agrees
+                    tally[1] += 1
+    return {key: {"pairs": n, "agree": a, "rate": a / n} for key, (a, n) in sorted(counts.items())}

@@ -57,6 +57,7 @@ from rejection_sampling.core import (
     is_eligible,
     last_turn_rows,
     max_median_curve,
+    ranking_agreement,
     select_best,
     target_counts,
     user_turns,
@@ -570,8 +571,11 @@ def run(config: RSConfig, after_shard: Callable[[int], None] | None = None) -> P
                 gold = {(r["prompt_id"], r["iteration"], r["sample_index"]): judge.combined(r, r["response"]) for r in current}
                 samples_gold = chosen_vs_median(by_prompt, gold)
             if samples_gold is not None:
+                samples_gold["agreement"] = ranking_agreement(by_prompt, gold)
                 print(f"[rs] gold of this iteration's samples: chosen {samples_gold['chosen']:.3f} ± {samples_gold['chosen_stderr']:.3f}, "
                       f"median {samples_gold['median']:.3f} ± {samples_gold['median_stderr']:.3f}, all {samples_gold['all_samples']:.3f}")
+                print("[rs] the reward orders two samples of a prompt as gold does: " + ", ".join(
+                    f"{kind} {tally['rate']:.2f} of {tally['pairs']}" for kind, tally in samples_gold["agreement"].items()))
             stage.add_output("samples", samples_dir)
             stage.add_output("best", best_path)
             stage.add_output("curve", out / "curve.json")

@@ -125,6 +125,29 @@ def test_chosen_vs_median_reads_gold_of_the_right_samples():
     assert result["all_samples"] == pytest.approx(2.3 / 6)
 
 
+def test_ranking_agreement_counts_pairs_of_one_prompt_by_kind():
+    from rejection_sampling.core import ranking_agreement
+
+    groups = {
+        # rewards order 1 > 2 > 0; gold orders 1 > 0 = 2: pairs (0,1) agree, (1,2) agree, (0,2) a gold tie
+        "a": [dict(s("a", 1, 0, 0.1), kind="capital"), dict(s("a", 1, 1, 0.9), kind="capital"),
+              dict(s("a", 1, 2, 0.5), kind="capital")],
+        # rewards order 0 > 1, gold 1 > 0: inverted; sample 2 ties sample 1 on reward, so (1,2) orders nothing
+        "b": [dict(s("b", 1, 0, 0.8), kind="arithmetic"), dict(s("b", 1, 1, 0.2), kind="arithmetic"),
+              dict(s("b", 1, 2, 0.2), kind="arithmetic")],
+    }
+    gold = {("a", 1, 0): 0.0, ("a", 1, 1): 1.0, ("a", 1, 2): 0.0,
+            ("b", 1, 0): 0.0, ("b", 1, 1): 1.0, ("b", 1, 2): 0.5}
+    # b's (0,2): reward 0.8 > 0.2, gold 0 < 0.5: inverted too
+    result = ranking_agreement(groups, gold)
+    assert result["capital"] == {"pairs": 2, "agree": 2, "rate": 1.0}
+    assert result["arithmetic"] == {"pairs": 2, "agree": 0, "rate": 0.0}
+    assert result["all"] == {"pairs": 4, "agree": 2, "rate": 0.5}
+    # a sign error (ranking by minus the reward) inverts every count
+    flipped = {pid: [dict(x, reward=-x["reward"]) for x in group] for pid, group in groups.items()}
+    assert ranking_agreement(flipped, gold)["capital"]["rate"] == 0.0
+
+
 def test_truncated_samples_are_never_targets_and_are_counted():
     from rejection_sampling.core import target_counts
 

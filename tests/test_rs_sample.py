@@ -257,6 +257,9 @@ def test_smoke_preset_end_to_end_through_the_cli(rms, tmp_path):
     assert {"rm_reward", "gold_combined", "refusal_rate", "rm_win_rate"} <= set(paired)
     assert "diff_stderr" in paired["gold_combined"]
     assert "chosen" in result["samples_gold"]
+    agreement = result["samples_gold"]["agreement"]  # the RMs' within-prompt ranking against gold, by kind
+    assert all(0.0 <= tally["rate"] <= 1.0 and tally["pairs"] > 0 for tally in agreement.values())
+    assert agreement["all"]["pairs"] == sum(tally["pairs"] for kind, tally in agreement.items() if kind != "all")
     assert f"name: {policy}" in (out / "sft" / "config.yaml").read_text()  # init_model null: the policy
     # the fine-tune learned the 8 pooled targets and 3 replayed SFT demonstrations
     targets = read_jsonl(out / "best.jsonl")
