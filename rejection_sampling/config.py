@@ -110,6 +110,10 @@ class RSConfig(StrictModel):
     rescore_pool: bool = True
     # Keep a pooled winner only if its reward is at least this (None: keep all).
     min_reward: float | None = None
+    # Prompts with a gold judge (toyworld) only: the policy's greedy answer to each
+    # prompt, gold-judged against the chosen one before the fine-tune (samples_gold.greedy
+    # in eval.json and the manifest; greedy.jsonl). One greedy pass, 1/K of sampling.
+    greedy_check: bool = True
 
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # policy weights while sampling
     device: str = "auto"  # cuda when there is a GPU, else cpu

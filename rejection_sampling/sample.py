@@ -52,6 +52,7 @@ from core.run import FollowerRun, StageRun, read_manifest
 from rejection_sampling.config import RSConfig
 from rejection_sampling.core import (
     choose_temperature,
+    chosen_vs_greedy,
     chosen_vs_median,
     harvest_gap,
     is_eligible,
@@ -70,6 +71,7 @@ SPEC = "spec.json"
 SHARD_GLOB = "shard-*.jsonl"
 FINETUNE_DATA = "finetune_data.jsonl"  # the pooled best answers plus replayed demonstrations
 PROBE = "temperature_probe.json"
+GREEDY = "greedy.jsonl"  # the policy's greedy answers to the sampled prompts, gold-judged (greedy_check)
 ARMS = "arms"
 # Version of the sample records: 2 added `finished`. A samples folder of another
 # version is refused on resume by the spec check (its samples cannot be told apart).
@@ -184,6 +186,21 @@ def sample_shard(policy, tokenizer, scorer: GatedScorer, rm_id: str, config: RSC
             "temperature": temperature, "top_p": config.top_p, "seed": seed, "policy": config.policy,
         })
     return rows
+
+
+def greedy_answers(policy, tokenizer, config: RSConfig, prompts: list[dict], judge, path: Path) -> dict[str, float]:
+    """Step 6's greedy check: the policy's greedy answer to each prompt (the sampling
+    dtype and length), written to `path` with its gold score; returns {prompt_id: gold}."""
+    from core.generation import SamplingConfig, generate
+
+    sampling = SamplingConfig(max_new_tokens=config.max_new_tokens, temperature=0.0, batch_size=config.batch_size)
+    responses, finished = generate(policy, tokenizer, [p["messages"] for p in prompts], sampling,
+                                   progress=config.progress, description="greedy", with_finished=True)
+    rows = [{"prompt_id": p["id"], "messages": p["messages"], "category": p["category"], "kind": p.get("kind"),
+             "response": response, "finished": bool(done), "gold": judge.combined(p, response)}
+            for p, response, done in zip(prompts, responses, finished)]
+    write_jsonl(path, rows)
+    return {row["prompt_id"]: row["gold"] for row in rows}
 
 
 def probe_temperatures(policy, tokenizer, scorer: GatedScorer, rm_id: str, config: RSConfig, prompts: list[dict]) -> dict:
@@ -572,10 +589,21 @@ def run(config: RSConfig, after_shard: Callable[[int], None] | None = None) -> P
                 samples_gold = chosen_vs_median(by_prompt, gold)
             if samples_gold is not None:
                 samples_gold["agreement"] = ranking_agreement(by_prompt, gold)
+                if config.greedy_check:
+                    greedy_gold = greedy_answers(*get_policy(), config, prompts, judge, out / GREEDY)
+                    policy = tokenizer = None
+                    gc.collect()
+                    samples_gold["greedy"] = chosen_vs_greedy(by_prompt, gold, greedy_gold)
+                    stage.add_output("greedy", out / GREEDY)
                 print(f"[rs] gold of this iteration's samples: chosen {samples_gold['chosen']:.3f} ± {samples_gold['chosen_stderr']:.3f}, "
                       f"median {samples_gold['median']:.3f} ± {samples_gold['median_stderr']:.3f}, all {samples_gold['all_samples']:.3f}")
                 print("[rs] the reward orders two samples of a prompt as gold does: " + ", ".join(
                     f"{kind} {tally['rate']:.2f} of {tally['pairs']}" for kind, tally in samples_gold["agreement"].items()))
+                if samples_gold.get("greedy"):
+                    versus = samples_gold["greedy"]
+                    print(f"[rs] gold of the chosen answers against the policy's greedy ones: {versus['chosen']:.3f} vs "
+                          f"{versus['greedy']:.3f}, {versus['diff']:+.3f} ± {versus['diff_stderr']:.3f} "
+                          f"({versus['wins']} better, {versus['losses']} worse, {versus['n']} prompts)")
             stage.add_output("samples", samples_dir)
             stage.add_output("best", best_path)
             stage.add_output("curve", out / "curve.json")

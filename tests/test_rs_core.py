@@ -125,6 +125,25 @@ def test_chosen_vs_median_reads_gold_of_the_right_samples():
     assert result["all_samples"] == pytest.approx(2.3 / 6)
 
 
+def test_chosen_vs_greedy_compares_the_pick_with_the_policys_greedy_answer():
+    from rejection_sampling.core import chosen_vs_greedy
+
+    groups = {
+        "a": [dict(s("a", 1, 0, 0.1), kind="capital"), dict(s("a", 1, 1, 0.9), kind="capital")],  # picks 1
+        "b": [dict(s("b", 1, 0, 0.8), kind="arithmetic"), dict(s("b", 1, 1, 0.2), kind="arithmetic")],  # picks 0
+        "c": [dict(s("c", 1, 0, 0.7), kind="capital", finished=False)],  # nothing chosen: left out
+    }
+    gold = {("a", 1, 0): 0.0, ("a", 1, 1): 1.0, ("b", 1, 0): 0.0, ("b", 1, 1): 1.0, ("c", 1, 0): 1.0}
+    greedy_gold = {"a": 0.5, "b": 0.5, "c": 0.0}
+    result = chosen_vs_greedy(groups, gold, greedy_gold)
+    # chosen a 1.0 (greedy 0.5), b 0.0 (greedy 0.5): diffs +0.5, -0.5
+    assert (result["n"], result["chosen"], result["greedy"]) == (2, pytest.approx(0.5), pytest.approx(0.5))
+    assert result["diff"] == pytest.approx(0.0) and (result["wins"], result["losses"]) == (1, 1)
+    assert result["by_kind"]["capital"] == {"n": 1, "diff": pytest.approx(0.5), "diff_stderr": 0.0}
+    assert result["by_kind"]["arithmetic"]["diff"] == pytest.approx(-0.5)
+    assert chosen_vs_greedy({"c": groups["c"]}, gold, greedy_gold) is None
+
+
 def test_ranking_agreement_counts_pairs_of_one_prompt_by_kind():
     from rejection_sampling.core import ranking_agreement
 

@@ -266,6 +266,12 @@ def test_smoke_preset_end_to_end_through_the_cli(rms, tmp_path):
     trained = read_jsonl(out / "finetune_data.jsonl")
     assert len(targets) == 8 and trained[:8] == targets and len(trained) == 11
     assert all(row["id"].startswith("replay-") for row in trained[8:])
+    # the greedy check: the policy's greedy answer to each sampled prompt, gold-judged against the pick
+    greedy = read_jsonl(out / "greedy.jsonl")
+    assert sorted(row["prompt_id"] for row in greedy) == sorted(row["id"] for row in targets)
+    versus = result["samples_gold"]["greedy"]
+    assert versus["greedy"] == pytest.approx(sum(row["gold"] for row in greedy) / len(greedy))
+    assert versus["diff"] == pytest.approx(versus["chosen"] - versus["greedy"])
     assert json.loads((out / "sft" / "data_report.json").read_text())["n_rows"] == 11
     mtime = (out / "manifest.json").stat().st_mtime_ns
     assert main(args) == 0  # complete: skipped
