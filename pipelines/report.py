@@ -171,12 +171,19 @@ def consecutive_differences(versions: list[tuple[str, dict[str, dict[str, float]
 
 def control_rows(run_dir: Path, folders: list[Path]) -> list[dict]:
     """Rejection sampling's control arms (eval.json `controls`: RS minus best-of-1, minus
-    replay-only, minus its init, each paired on the same held-out prompts)."""
+    replay-only, minus its init, each paired on the same held-out prompts), and before
+    them the targets against the policy's greedy answers on the sampled prompts
+    (`samples_gold.greedy`, toyworld): the margin the fine-tune has to carry."""
     rows = []
     for folder in folders:
         path = folder / "eval.json"
-        controls = json.loads(path.read_text()).get("controls") if path.is_file() else None
-        for name, comparison in (controls or {}).items():
+        result = json.loads(path.read_text()) if path.is_file() else {}
+        versus = (result.get("samples_gold") or {}).get("greedy")
+        if versus:
+            significant = versus["n"] > 1 and versus["diff_stderr"] > 0 and abs(versus["diff"]) > 2 * versus["diff_stderr"]
+            rows.append(comparison_row(f"{_label(run_dir, folder)}: targets vs policy greedy (sampled prompts)", "gold_combined",
+                                       {**versus, "before": versus["greedy"], "after": versus["chosen"], "significant": significant}))
+        for name, comparison in (result.get("controls") or {}).items():
             label = f"{_label(run_dir, folder)}: {name.replace('rs_vs_', 'RS vs ').replace('_', '-')}"
             rows += [comparison_row(label, metric, comparison[metric]) for metric in sorted(comparison, key=_metric_order)
                      if isinstance(comparison[metric], dict)]
@@ -783,8 +790,9 @@ def report_sections(run_dir: Path, by_stage: dict[str, list[Path]], order: list[
     if controls:
         sections.append(section(
             "Rejection sampling against its control arms", "rs_controls", PAIRED_HEADERS, [paired_cells(r) for r in controls],
-            caption="RS minus each arm fine-tuned from the same init (best of 1: what K > 1 adds; replay only: what the "
-            "sampled targets add; init: the whole stage), paired on the same held-out prompts."))
+            caption="The chosen targets minus the policy's greedy answers on the sampled prompts (what a greedy "
+            "evaluation can gain at most), then RS minus each arm fine-tuned from the same init (best of 1: what K > 1 adds; "
+            "replay only: what the sampled targets add; init: the whole stage), paired on the same held-out prompts."))
     for folder in by_stage.get("gatt", []):
         path = folder / "eval.json"
         table = gatt_table(json.loads(path.read_text())) if path.is_file() else None

@@ -231,7 +231,10 @@ def test_rs_controls_gatt_table30_and_policy_eval_are_reported(tmp_path):
         atomic_write_json(run.folder / "eval.json", {"controls": {
             "rs_vs_best_of_1": {"gold_combined": paired_comparison([0.6, 0.7, 0.9], [0.5, 0.5, 0.6]),
                                 "rm_win_rate": win_rate([0.6, 0.7, 0.9], [0.5, 0.7, 0.6])},
-            "rs_vs_replay_only": {"gold_combined": paired_comparison([0.6, 0.7, 0.9], [0.6, 0.8, 0.8])}}})
+            "rs_vs_replay_only": {"gold_combined": paired_comparison([0.6, 0.7, 0.9], [0.6, 0.8, 0.8])}},
+            # the targets against the policy's greedy answers on the sampled prompts (rejection_sampling.core.chosen_vs_greedy)
+            "samples_gold": {"greedy": {"n": 4, "chosen": 0.75, "greedy": 0.5, "chosen_stderr": 0.1, "greedy_stderr": 0.1,
+                                        "diff": 0.25, "diff_stderr": 0.1, "wins": 2, "losses": 0, "by_kind": {}}}})
     with StageRun(tmp_path / "gatt", "gatt", Cfg()) as run:
         atomic_write_json(run.folder / "eval.json", {
             "turns": [1, 2, 4], "conditions": {"before": {"description": "once, without GAtt"}, "after": {"description": "once, with GAtt"},
@@ -249,6 +252,8 @@ def test_rs_controls_gatt_table30_and_policy_eval_are_reported(tmp_path):
     assert "<td>v1/rs: RS vs best-of-1</td><td>gold combined</td><td>0.533</td><td>0.733</td><td>+0.200 ± 0.058</td><td>3 / 0</td><td>3</td><td>measured increase</td>" in controls
     assert "<td>v1/rs: RS vs best-of-1</td><td>RM win rate</td><td>0.500</td><td>0.833</td><td>+0.333 ± 0.167</td><td>2 / 0</td>" in controls
     assert "<td>v1/rs: RS vs replay-only</td><td>gold combined</td>" in controls and "no measured difference" in controls
+    assert ("<td>v1/rs: targets vs policy greedy (sampled prompts)</td><td>gold combined</td><td>0.500</td><td>0.750</td>"
+            "<td>+0.250 ± 0.100</td><td>2 / 0</td><td>4</td><td>measured increase</td>") in controls
     table30 = re.search(r'<table id="gatt_table30">(.*?)</table>', page).group(1)
     assert "<th>turn 1</th><th>turn 2</th><th>turn 4</th>" in table30
     # 0.9 of 10 dialogues: ± sqrt(0.9 · 0.1 / 10) = 9.5 points
