@@ -180,9 +180,8 @@ def control_rows(run_dir: Path, folders: list[Path]) -> list[dict]:
         result = json.loads(path.read_text()) if path.is_file() else {}
         versus = (result.get("samples_gold") or {}).get("greedy")
         if versus:
-            significant = versus["n"] > 1 and versus["diff_stderr"] > 0 and abs(versus["diff"]) > 2 * versus["diff_stderr"]
             rows.append(comparison_row(f"{_label(run_dir, folder)}: targets vs policy greedy (sampled prompts)", "gold_combined",
-                                       {**versus, "before": versus["greedy"], "after": versus["chosen"], "significant": significant}))
+                                       {**versus, "before": versus["greedy"], "after": versus["chosen"]}))
         for name, comparison in (result.get("controls") or {}).items():
             label = f"{_label(run_dir, folder)}: {name.replace('rs_vs_', 'RS vs ').replace('_', '-')}"
             rows += [comparison_row(label, metric, comparison[metric]) for metric in sorted(comparison, key=_metric_order)

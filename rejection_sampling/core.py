@@ -246,8 +246,8 @@ def chosen_vs_greedy(groups: dict[str, list[dict]], gold: dict[tuple[str, int, i
     """Gold score of the chosen answer against the policy's own greedy answer, per prompt.
 
     What decides whether the fine-tune can lift the policy's greedy answers: targets
-    no better than greedy teach nothing a greedy evaluation can see (on the quickstart,
-    best of 6 at T 0.7 scored 0.512 against greedy's 0.529; at T 0.3, 0.594).
+    no better than greedy teach nothing a greedy evaluation can see (on the quickstart's
+    SFT model, best of 6 at T 0.7 scored 0.512 against greedy's 0.529; README).
 
     Args:
         groups: {prompt_id: this iteration's samples of that prompt}.
@@ -256,7 +256,7 @@ def chosen_vs_greedy(groups: dict[str, list[dict]], gold: dict[tuple[str, int, i
 
     Returns:
         {"n", "chosen", "greedy", their stderrs, "diff", "diff_stderr", "wins", "losses",
-        "by_kind": {kind: {"n", "diff", "diff_stderr"}}} over the prompts with a chosen
+        "significant", "by_kind": {kind: {"n", "diff", "diff_stderr"}}} over the prompts with a chosen
         answer (kind: the samples' `kind`, else `category`); None when none has one.
     """
     chosen, greedy, kinds = [], [], []
@@ -279,7 +279,7 @@ def chosen_vs_greedy(groups: dict[str, list[dict]], gold: dict[tuple[str, int, i
     return {"n": overall["n"], "chosen": overall["after"], "chosen_stderr": overall["after_stderr"],
             "greedy": overall["before"], "greedy_stderr": overall["before_stderr"],
             "diff": overall["diff"], "diff_stderr": overall["diff_stderr"],
-            "wins": overall["wins"], "losses": overall["losses"], "by_kind": by_kind}
+            "wins": overall["wins"], "losses": overall["losses"], "significant": overall["significant"], "by_kind": by_kind}
 
 
 def ranking_agreement(groups: dict[str, list[dict]], gold: dict[tuple[str, int, int], float]) -> dict[str, dict]:

@@ -234,7 +234,8 @@ def test_rs_controls_gatt_table30_and_policy_eval_are_reported(tmp_path):
             "rs_vs_replay_only": {"gold_combined": paired_comparison([0.6, 0.7, 0.9], [0.6, 0.8, 0.8])}},
             # the targets against the policy's greedy answers on the sampled prompts (rejection_sampling.core.chosen_vs_greedy)
             "samples_gold": {"greedy": {"n": 4, "chosen": 0.75, "greedy": 0.5, "chosen_stderr": 0.1, "greedy_stderr": 0.1,
-                                        "diff": 0.25, "diff_stderr": 0.1, "wins": 2, "losses": 0, "by_kind": {}}}})
+                                        "diff": 0.25, "diff_stderr": 0.1, "wins": 2, "losses": 0, "significant": True,
+                                        "by_kind": {}}}})
     with StageRun(tmp_path / "gatt", "gatt", Cfg()) as run:
         atomic_write_json(run.folder / "eval.json", {
             "turns": [1, 2, 4], "conditions": {"before": {"description": "once, without GAtt"}, "after": {"description": "once, with GAtt"},

@@ -139,6 +139,7 @@ def test_chosen_vs_greedy_compares_the_pick_with_the_policys_greedy_answer():
     # chosen a 1.0 (greedy 0.5), b 0.0 (greedy 0.5): diffs +0.5, -0.5
     assert (result["n"], result["chosen"], result["greedy"]) == (2, pytest.approx(0.5), pytest.approx(0.5))
     assert result["diff"] == pytest.approx(0.0) and (result["wins"], result["losses"]) == (1, 1)
+    assert result["significant"] is False
     assert result["by_kind"]["capital"] == {"n": 1, "diff": pytest.approx(0.5), "diff_stderr": 0.0}
     assert result["by_kind"]["arithmetic"]["diff"] == pytest.approx(-0.5)
     assert chosen_vs_greedy({"c": groups["c"]}, gold, greedy_gold) is None
