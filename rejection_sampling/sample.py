@@ -191,14 +191,13 @@ def sample_shard(policy, tokenizer, scorer: GatedScorer, rm_id: str, config: RSC
 def greedy_answers(policy, tokenizer, config: RSConfig, prompts: list[dict], judge, path: Path) -> dict[str, float]:
     """Step 6's greedy check: the policy's greedy answer to each prompt (the sampling
     dtype and length), written to `path` with its gold score; returns {prompt_id: gold}."""
-    from core.generation import SamplingConfig, generate
+    from core.evaluation import answer_prompts
+    from core.generation import SamplingConfig
 
     sampling = SamplingConfig(max_new_tokens=config.max_new_tokens, temperature=0.0, batch_size=config.batch_size)
-    responses, finished = generate(policy, tokenizer, [p["messages"] for p in prompts], sampling,
-                                   progress=config.progress, description="greedy", with_finished=True)
+    answers = answer_prompts(policy, tokenizer, prompts, sampling, progress=config.progress, description="greedy")
     rows = [{"prompt_id": p["id"], "messages": p["messages"], "category": p["category"], "kind": p.get("kind"),
-             "response": response, "finished": bool(done), "gold": judge.combined(p, response)}
-            for p, response, done in zip(prompts, responses, finished)]
+             **answer, "gold": judge.combined(p, answer["response"])} for p, answer in zip(prompts, answers.to_rows())]
     write_jsonl(path, rows)
     return {row["prompt_id"]: row["gold"] for row in rows}
 
